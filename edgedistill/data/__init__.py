@@ -1,0 +1,23 @@
+"""Dataset specs → in-memory splits.
+
+Every dataset resolves to the same small structure (`Dataset`: train/val/test arrays plus the metadata the
+bundle needs), so training, calibration, evaluation of torch models and of exported files all read one thing.
+New sources register a loader function in `DATASETS`.
+"""
+
+from __future__ import annotations
+
+from .base import DATASETS, ArrayData, DataConfig, Dataset, load_dataset, parse_data_spec, register_dataset
+from . import digits as _digits  # noqa: F401  (registers "digits")
+from . import mnist as _mnist  # noqa: F401  (registers "mnist")
+from . import npz as _npz  # noqa: F401  (registers "npz")
+
+__all__ = [
+    "DATASETS",
+    "ArrayData",
+    "DataConfig",
+    "Dataset",
+    "load_dataset",
+    "parse_data_spec",
+    "register_dataset",
+]

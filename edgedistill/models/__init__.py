@@ -1,0 +1,10 @@
+"""Model specs → nn.Module, through one small registry (as timm does).
+
+A spec is a plain dict: `{"name": "cnn", "channels": [16, 32]}`. The spec, not a pickle, travels with the
+weights, so any checkpoint can be rebuilt and loaded with `weights_only` safety.
+"""
+
+from .registry import MODELS, ModelConfig, build_model, check_model_config, load_checkpoint, register_model
+from . import cnn as _cnn  # noqa: F401  (registers the built-in CNNs)
+
+__all__ = ["MODELS", "ModelConfig", "build_model", "check_model_config", "load_checkpoint", "register_model"]

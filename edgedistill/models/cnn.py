@@ -1,0 +1,70 @@
+"""Built-in convolutional networks for small images (digits, MNIST, CIFAR-sized inputs)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .registry import register_model
+
+
+def _block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@register_model("cnn")
+def cnn(
+    channels: list[int] = (32, 64),
+    hidden: int = 0,
+    dropout: float = 0.0,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+) -> nn.Module:
+    """Conv-BN-ReLU blocks, 2×2 max-pooling while the image is at least 4 pixels, global average pool, linear head."""
+    layers: list[nn.Module] = []
+    cin, size = input_shape[0], min(input_shape[1:])
+    for cout in channels:
+        layers += _block(cin, cout)
+        if size >= 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        cin = cout
+    head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout:
+        head.append(nn.Dropout(dropout))
+    if hidden:
+        head += [nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)]
+    else:
+        head.append(nn.Linear(cin, num_classes))
+    return nn.Sequential(nn.Sequential(*layers), nn.Sequential(*head))
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_block(channels, channels), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+@register_model("resnet")
+def resnet(
+    channels: list[int] = (16, 32),
+    blocks: int = 1,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    num_classes: int = 10,
+) -> nn.Module:
+    """A small ResNet: per stage a stride-2 (or stride-1 for tiny inputs) conv then `blocks` residual blocks."""
+    layers: list[nn.Module] = []
+    cin, size = input_shape[0], min(input_shape[1:])
+    for cout in channels:
+        stride = 2 if size >= 4 else 1
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+        layers += [_Residual(cout) for _ in range(blocks)]
+        size //= stride
+        cin = cout
+    return nn.Sequential(nn.Sequential(*layers),
+                         nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)))
