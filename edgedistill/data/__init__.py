@@ -7,10 +7,10 @@ New sources register a loader function in `DATASETS`.
 
 from __future__ import annotations
 
-from .base import DATASETS, ArrayData, DataConfig, Dataset, load_dataset, parse_data_spec, register_dataset
 from . import digits as _digits  # noqa: F401  (registers "digits")
 from . import mnist as _mnist  # noqa: F401  (registers "mnist")
 from . import npz as _npz  # noqa: F401  (registers "npz")
+from .base import DATASETS, ArrayData, DataConfig, Dataset, load_dataset, parse_data_spec, register_dataset
 
 __all__ = [
     "DATASETS",

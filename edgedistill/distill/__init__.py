@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses, the trainer and the distill stage."""

@@ -4,7 +4,7 @@ A spec is a plain dict: `{"name": "cnn", "channels": [16, 32]}`. The spec, not a
 weights, so any checkpoint can be rebuilt and loaded with `weights_only` safety.
 """
 
-from .registry import MODELS, ModelConfig, build_model, check_model_config, load_checkpoint, register_model
 from . import cnn as _cnn  # noqa: F401  (registers the built-in CNNs)
+from .registry import MODELS, ModelConfig, build_model, check_model_config, load_checkpoint, register_model
 
 __all__ = ["MODELS", "ModelConfig", "build_model", "check_model_config", "load_checkpoint", "register_model"]

@@ -1,0 +1,1 @@
+"""Quantization: post-training through ONNX Runtime's tools, with per-target presets."""

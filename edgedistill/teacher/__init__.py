@@ -1,0 +1,42 @@
+"""The teacher: loaded from a checkpoint, or trained here on the recipe's data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Dataset
+from ..evaluate import evaluate_torch
+from ..models import build_model, load_checkpoint
+from ..state import StageRecord
+
+
+def prepare_teacher(
+    cfg, data: Dataset, *, seed: int, batch_size: int, stage_dir: Path, resume: bool
+) -> tuple[nn.Module, StageRecord]:
+    """Build the teacher from its spec, then load its checkpoint or train it with cross-entropy."""
+    from ..distill.trainer import fit
+
+    t0 = time.perf_counter()
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    details: dict = {"params": sum(p.numel() for p in model.parameters())}
+    if cfg.checkpoint:
+        load_checkpoint(model, cfg.checkpoint)
+        details["source"] = str(cfg.checkpoint)
+    else:
+        train: TrainConfig = cfg.train
+        result = fit(
+            model, data.train, data.val, lambda m, x, y, i: F.cross_entropy(m(x), y), train,
+            batch_size=train.batch_size or batch_size,
+            seed=seed, task=data.task, label="teacher", checkpoint=stage_dir / "train_state.pt", resume=resume,
+        )
+        details.update(source="trained", best_epoch=result.best_epoch, epochs_run=result.epochs_run,
+                       history=result.history, resumed_from_epoch=result.resumed_from_epoch)
+    metric = evaluate_torch(model, data.val, data.task)
+    record = StageRecord(index=0, kind="teacher", settings=cfg.model_dump(mode="json"),
+                         seconds=time.perf_counter() - t0, metric_after=metric, details=details)
+    return model, record

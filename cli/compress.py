@@ -1,0 +1,58 @@
+"""`compress`, `validate` and `recipes`: run, check and list recipes."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgedistill.recipe import builtin_recipe_names, load_recipe, read_recipe_text
+
+from .main import cli
+
+
+@cli.command()
+@click.option("--recipe", "-r", "recipe_name", required=True, help="built-in recipe name (see `edgedistill recipes`) or a YAML path")
+@click.option("--out", type=click.Path(file_okay=False), help="run directory (default runs/<recipe name>)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="override a recipe value, e.g. --set stages.0.train.epochs=2 (repeatable)")
+@click.option("--resume", is_flag=True, help="skip stages that already finished in the run directory")
+@click.option("--json", "as_json", is_flag=True, help="print report.json to stdout instead of the summary")
+def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
+    """Run a recipe: teacher → distill → prune → quantize → export, then evaluate and profile the exported file.
+
+    Exit code 0 when every gate passed, 1 when a gate failed, 2 on bad input."""
+    from edgedistill.pipeline import run_pipeline
+    from edgedistill.report.summary import format_summary
+
+    recipe = load_recipe(recipe_name, list(overrides))
+    result = run_pipeline(recipe, out, resume=resume)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        if result.skipped_stages:
+            click.echo(f"resumed: skipped finished stages {', '.join(result.skipped_stages)}")
+        for note in result.notes:
+            click.echo(note)
+        click.echo(format_summary(result.report, str(result.run_dir)))
+    raise SystemExit(0 if result.report["passed"] else 1)
+
+
+@cli.command()
+@click.argument("recipe_name", metavar="RECIPE")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
+def validate(recipe_name: str, overrides: tuple[str, ...]) -> None:
+    """Check a recipe (schema, files, stage order, targets) without running it."""
+    recipe = load_recipe(recipe_name, list(overrides))
+    kinds = " → ".join(["teacher", *(s.kind for s in recipe.config.stages)])
+    click.echo(f"{recipe.source}: ok ({kinds}; sha256 {recipe.sha256[:12]})")
+
+
+@cli.command()
+def recipes() -> None:
+    """List the built-in recipes, one line each."""
+    import yaml
+
+    for name in builtin_recipe_names():
+        text, _ = read_recipe_text(name)
+        click.echo(f"{name:<16} {(yaml.safe_load(text) or {}).get('description', '')}")

@@ -1,0 +1,40 @@
+"""`evaluate`: the metric of an ONNX file on a dataset, measured with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgedistill.errors import UserError
+
+from .main import cli
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data_spec", required=True, metavar="SPEC",
+              help="dataset: a built-in name (digits) or NAME:PATH (mnist:../shared/data/mnist, npz:file.npz)")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
+    """Score an exported ONNX file on a dataset by running it in ONNX Runtime."""
+    from edgedistill.data import load_dataset, parse_data_spec
+    from edgedistill.evaluate import METRICS, evaluate_onnx
+
+    path = Path(model)
+    if not path.exists():
+        raise UserError("model file not found", where=str(path), fix="pass the path of an .onnx file")
+    data = load_dataset(parse_data_spec(data_spec))
+    try:
+        value = evaluate_onnx(path, data.split(split), data.task)
+    except Exception as exc:  # onnxruntime raises several types for unloadable or mismatched files
+        raise UserError(f"cannot run the model on {data.name}: {str(exc).splitlines()[0][:300]}", where=str(path),
+                        fix=f"the model's input must accept {data.name} samples of shape {list(data.input_shape)}") from exc
+    name = METRICS[data.task][0]
+    if as_json:
+        click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(data.split(split)),
+                               "metric": {"name": name, "value": value}, "measured_on": "onnxruntime"}))
+    else:
+        click.echo(f"{path}: {name} {value:.4f} on {len(data.split(split))} {data.name} {split} samples (ONNX Runtime)")

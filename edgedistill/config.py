@@ -1,0 +1,27 @@
+"""Config pieces shared by several recipe sections (kept apart so stage modules and recipe.py do not cycle)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Recipe sections reject unknown keys, so typos fail validation instead of being silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(Strict):
+    """How a model is trained (teacher training, distillation, recovery after pruning, QAT)."""
+
+    epochs: int = Field(10, ge=1, le=100000)
+    lr: float = Field(3e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm; null disables clipping")
+    patience: int | None = Field(None, ge=1, description="early stopping: epochs without validation improvement")
+    batch_size: int | None = Field(None, ge=1, description="defaults to data.batch_size")

@@ -1,0 +1,173 @@
+"""The training loop shared by teacher training, distillation and recovery fine-tuning.
+
+It owns the hygiene every stage needs: seeding, a learning-rate schedule, gradient clipping, the best
+checkpoint on the validation split, early stopping, a per-epoch checkpoint for `--resume`, and a clear stop
+on a NaN or infinite loss (the last good checkpoint stays on disk).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import ArrayData
+from ..errors import UserError
+from ..evaluate import METRICS, score, torch_predictor
+from ..io import atomic_path
+from ..progress import track
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FitResult:
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the base learning rate at `step` of `total` (linear warm-up, then the schedule)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 1.0
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    train: ArrayData,
+    val: ArrayData,
+    compute_loss: LossFn,
+    cfg: TrainConfig,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    task: str = "classification",
+    label: str = "train",
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    extra_params: list[nn.Parameter] | None = None,
+) -> FitResult:
+    """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    `compute_loss(model, x, y, idx)` gets the sample indices too, so a teacher-output cache can be read.
+    `extra_params` are trained with the model but are not part of it (e.g. feature adapters).
+    """
+    seed_everything(seed)
+    params = list(model.parameters()) + list(extra_params or [])
+    optimizer = make_optimizer(params, cfg)
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    idx = torch.arange(len(train))
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    higher = METRICS[task][1]
+    best_metric, best_epoch, best_state = -math.inf if higher else math.inf, -1, None
+    history: list[dict[str, Any]] = []
+    start_epoch, resumed_from = 0, None
+
+    if resume and checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for p, v in zip(extra_params or [], saved.get("extra", []), strict=False):
+            p.data.copy_(v)
+        best_state, best_metric, best_epoch = saved["best_model"], saved["best_metric"], saved["best_epoch"]
+        history = saved["history"]
+        start_epoch = resumed_from = saved["epoch"] + 1
+        torch.set_rng_state(saved["rng"])
+
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(start_epoch):  # keep the shuffling sequence identical to an uninterrupted run
+        torch.randperm(len(train), generator=generator)
+    stale = 0
+    epochs = range(start_epoch, cfg.epochs)
+    for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)
+        running, count = 0.0, 0
+        for step in range(steps_per_epoch):
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            if len(batch) < 2 and step > 0:
+                continue  # a batch of one breaks BatchNorm
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, global_step, total, warmup)
+            loss = compute_loss(model, x[batch], y[batch], idx[batch])
+            if not torch.isfinite(loss):
+                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and checkpoint.exists() else ""
+                raise UserError(
+                    f"loss became {loss.item()} in {label} at epoch {epoch + 1}, step {step + 1}{kept}",
+                    where=label,
+                    fix="lower train.lr, keep train.grad_clip set, or check the data for NaN values",
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            running += loss.item() * len(batch)
+            count += len(batch)
+        metric = score(torch_predictor(model), val, task) if len(val) else -running / max(count, 1)
+        history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric})
+        improved = metric > best_metric if higher else metric < best_metric
+        if improved or best_state is None:
+            best_metric, best_epoch, best_state = metric, epoch + 1, copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+        if checkpoint is not None:
+            _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch)
+        if cfg.patience and stale >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(best_metric, best_epoch, len(history), history, resumed_from)
+
+
+def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch) -> None:
+    """A checkpoint of plain tensors and numbers, so it loads with weights_only=True."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "extra": [p.detach().clone() for p in extra_params or []],
+                "best_model": best_state,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "history": history,
+                "epoch": epoch,
+                "rng": torch.get_rng_state(),
+            },
+            tmp,
+        )

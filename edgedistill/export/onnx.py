@@ -1,0 +1,43 @@
+"""torch → ONNX with the legacy exporter (one self-contained file), plus a parity check on real samples."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io import atomic_path
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], opset: int = 17) -> Path:
+    """Export with a dynamic batch axis. The legacy exporter writes a single file (no .onnx.data sibling)."""
+    path = Path(path)
+    model = model.eval()
+    dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+    return path
+
+
+def parity(model: nn.Module, onnx_path: str | Path, x: np.ndarray) -> dict[str, Any]:
+    """Compare the file's outputs with the module's on the same real inputs."""
+    from ..evaluate import onnx_predictor, torch_predictor
+
+    ref = torch_predictor(model)(x)
+    got = onnx_predictor(onnx_path)(x)
+    return {
+        "samples": len(x),
+        "max_abs_diff": float(np.abs(ref - got).max()),
+        "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+    }

@@ -1,0 +1,147 @@
+"""The pipeline runner: run directory, stage order, per-stage checkpoints and `--resume`.
+
+Each stage writes `stages/<n>-<kind>/` with the student's weights (safetensors), its spec and `record.json`.
+`record.json` is written last and carries the stage's content key, so on `--resume` a stage is skipped only
+when it finished and nothing it depends on changed; once one stage re-runs, every later stage does too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import Dataset, load_dataset
+from .errors import UserError
+from .io import load_weights, save_weights, write_json, write_text
+from .models import build_model
+from .recipe import Recipe
+from .stages import load_stages
+from .state import ModelState, RunContext, StageRecord
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+    skipped_stages: list[str]
+    notes: list[str]
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    return Path("runs") / recipe.name
+
+
+def _stage_dir(run_dir: Path, index: int, kind: str) -> Path:
+    return run_dir / "stages" / f"{index}-{kind}"
+
+
+def _load_record(stage_dir: Path, key: str) -> StageRecord | None:
+    path = stage_dir / "record.json"
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("key") != key:
+        return None
+    return StageRecord(**saved["record"])
+
+
+def _save_stage(stage_dir: Path, key: str, record: StageRecord, model, spec: dict, onnx: Path | None,
+                run_dir: Path) -> None:
+    save_weights(model, stage_dir / "model.safetensors")
+    write_json(stage_dir / "spec.json", spec)
+    onnx_rel = str(onnx.relative_to(run_dir)) if onnx is not None else None
+    write_json(stage_dir / "record.json", {"key": key, "record": record.to_json(), "onnx": onnx_rel})
+
+
+def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
+    """Make the stage folder ready to run; True when its in-stage checkpoints belong to this key.
+
+    A folder left by an interrupted run of the same settings keeps its checkpoints (mid-stage resume);
+    one left by other settings is emptied, so a stale checkpoint can never be resumed into.
+    """
+    key_file = stage_dir / "key"
+    same = keep and key_file.exists() and key_file.read_text().strip() == key
+    if not same:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_text(key_file, key)
+    return same
+
+
+def _restore(stage_dir: Path, data: Dataset):
+    spec = json.loads((stage_dir / "spec.json").read_text())
+    model = build_model(spec, data.input_shape, data.num_classes)
+    load_weights(model, stage_dir / "model.safetensors")
+    saved = json.loads((stage_dir / "record.json").read_text())
+    return model.eval(), spec, saved.get("onnx")
+
+
+def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False) -> RunResult:
+    """Run every stage of `recipe`, then evaluate and profile the artifact and write the report and bundle."""
+    from .report.build import finish_run
+    from .teacher import prepare_teacher
+
+    cfg = recipe.config
+    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    if run_dir.exists() and not resume:
+        for sub in ("stages", "bundle", "compare"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "recipe.yaml", recipe.raw_text)
+    write_json(run_dir / "recipe.resolved.json", {"sha256": recipe.sha256, "source": recipe.source,
+                                                 "resolved": recipe.resolved()})
+    data = load_dataset(cfg.data)
+    stages = load_stages()
+    skipped: list[str] = []
+    notes: list[str] = []
+    t_start = time.perf_counter()
+
+    # stage 0: the teacher
+    tdir = _stage_dir(run_dir, 0, "teacher")
+    tkey = recipe.stage_key(-1)
+    record = _load_record(tdir, tkey) if resume else None
+    if record is not None:
+        teacher, tspec, _ = _restore(tdir, data)
+        skipped.append("0-teacher")
+    else:
+        inside = _prepare_stage_dir(tdir, tkey, keep=resume)
+        tspec = dict(cfg.teacher.model)
+        teacher, record = prepare_teacher(cfg.teacher, data, seed=cfg.seed, batch_size=cfg.data.batch_size,
+                                          stage_dir=tdir, resume=inside)
+        _save_stage(tdir, tkey, record, teacher, tspec, None, run_dir)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    state = ModelState(copy.deepcopy(teacher), tspec, teacher, tspec, None, [record])
+    rerun = "0-teacher" not in skipped  # a re-trained teacher invalidates every later stage
+
+    for i, stage_cfg in enumerate(cfg.stages, start=1):
+        spec = stages[stage_cfg.kind]
+        sdir = _stage_dir(run_dir, i, stage_cfg.kind)
+        key = recipe.stage_key(i - 1)
+        record = None if (rerun or not resume) else _load_record(sdir, key)
+        if record is not None:
+            model, mspec, onnx_rel = _restore(sdir, data)
+            state = ModelState(model, mspec, teacher, tspec, run_dir / onnx_rel if onnx_rel else None,
+                               [*state.lineage, record])
+            skipped.append(sdir.name)
+            continue
+        inside = _prepare_stage_dir(sdir, key, keep=resume and not rerun)
+        rerun = True
+        ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=data, recipe=recipe, index=i, resume=inside)
+        state = spec.run(state, stage_cfg, ctx)
+        notes.extend(ctx.notes)
+        _save_stage(sdir, key, state.lineage[-1], state.model, state.spec, state.onnx, run_dir)
+
+    if state.onnx is None:
+        raise UserError("no stage produced an exported file", where="stages", fix="end the recipe with an export stage")
+    report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start)
+    return RunResult(run_dir, report, skipped, notes)

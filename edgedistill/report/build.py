@@ -1,0 +1,120 @@
+"""After the stages: measure the teacher, the student and the deployed file the same way, and write it all down.
+
+All three models are exported and scored by ONNX Runtime through one code path, and profiled together in
+one process with interleaved bursts, so their latencies can be compared. The deployed metric always comes
+from running the shipped file.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..data import Dataset
+from ..evaluate import METRICS, evaluate_onnx
+from ..io import file_size_mb, write_json
+from ..state import ModelState
+
+SCHEMA_VERSION = 1
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    from .. import __version__
+    from ..target import cpu_flags, cpu_name
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "edgedistill": __version__, "platform": sys.platform, "machine": platform.machine(),
+            "cpu": cpu_name(), "cpu_flags": cpu_flags()}
+
+
+def _params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def evaluate_gates(gates_cfg, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
+    """The run's own gates: the deployed file against the teacher and against absolute limits."""
+    deployed, teacher = models["deployed"], models["teacher"]
+    out = []
+    if gates_cfg.accuracy_drop is not None:
+        drop = teacher["metric"] - deployed["metric"] if higher_is_better else deployed["metric"] - teacher["metric"]
+        out.append({"name": "accuracy_drop", "limit": gates_cfg.accuracy_drop, "value": round(drop, 6),
+                    "passed": drop <= gates_cfg.accuracy_drop, "against": "teacher"})
+    if gates_cfg.min_metric is not None:
+        ok = deployed["metric"] >= gates_cfg.min_metric if higher_is_better else deployed["metric"] <= gates_cfg.min_metric
+        out.append({"name": "min_metric", "limit": gates_cfg.min_metric, "value": deployed["metric"], "passed": ok})
+    if gates_cfg.max_size_mb is not None:
+        out.append({"name": "max_size_mb", "limit": gates_cfg.max_size_mb, "value": deployed["size_mb"],
+                    "passed": deployed["size_mb"] <= gates_cfg.max_size_mb})
+    return out
+
+
+def finish_run(recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
+    from ..export import export_onnx
+    from ..profile import profile_models
+    from ..target import availability, load_target
+    from .bundle import write_bundle
+    from .html import write_html
+
+    cfg = recipe.config
+    compare = run_dir / "compare"
+    compare.mkdir(parents=True, exist_ok=True)
+    files = {
+        "teacher": export_onnx(state.teacher, compare / "teacher.onnx", data.input_shape),
+        "student": export_onnx(state.model, compare / "student.onnx", data.input_shape),
+        "deployed": Path(shutil.copyfile(state.onnx, compare / "deployed.onnx")),
+    }
+    split = data.split(cfg.evaluate.split)
+    metric_name, higher, _ = METRICS[data.task]
+    models: dict[str, dict[str, Any]] = {
+        "teacher": {"params": _params(state.teacher)},
+        "student": {"params": _params(state.model)},
+        "deployed": {"path": "bundle/model.onnx", "params": _params(state.model), "metric_measured_on": "onnxruntime"},
+    }
+    for name, path in files.items():
+        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, split, data.task),
+                            latency={})
+    models["student"]["metric_measured_on"] = models["teacher"]["metric_measured_on"] = "onnxruntime"
+
+    targets: dict[str, dict[str, Any]] = {}
+    for target_name in cfg.targets:
+        target = load_target(target_name)
+        usable, reason = availability(target)
+        targets[target.name] = {"available": usable, "reason": reason, "quant_preset": target.quant_preset}
+        if not usable:
+            continue
+        batch = cfg.profile.batch or target.batch_sizes[0]
+        feed = {"input": data.test.x[:batch]} if len(data.test) >= batch else None
+        result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
+                                warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
+        for name, stats in result.items():
+            models[name]["latency"][target.name] = stats
+
+    gates = evaluate_gates(cfg.gates, models, higher)
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "recipe": {"name": recipe.name, "sha256": recipe.sha256, "resolved": recipe.resolved(), "source": recipe.source},
+        "environment": environment(),
+        "task": data.task,
+        "metric": {"name": metric_name, "higher_is_better": higher, "split": cfg.evaluate.split,
+                   "samples": len(split)},
+        "models": models,
+        "targets": targets,
+        "stages": [{"kind": r.kind, "index": r.index, "seconds": round(r.seconds, 3), "metric_after": r.metric_after,
+                    "settings": r.settings, "artifacts": r.artifacts, "details": r.details} for r in state.lineage],
+        "gates": gates,
+        "passed": all(g["passed"] for g in gates),
+        "total_seconds": round(total_seconds, 3),
+    }
+    dataset_meta = {"task": data.task, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                    "class_labels": data.class_labels, "preprocessing": data.preprocessing}
+    write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report,
+                 targets=[load_target(t) for t in cfg.targets])
+    write_json(run_dir / "report.json", report)
+    write_html(report, run_dir / "report.html")
+    return report

@@ -1,0 +1,32 @@
+"""The human summary printed at the end of a run: teacher vs student vs deployed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_summary(report: dict[str, Any], run_dir: str) -> str:
+    models, metric = report["models"], report["metric"]["name"]
+    targets = [t for t, info in report.get("targets", {}).items() if info.get("available")]
+    lines = [f"edgedistill: {report['recipe']['name']} → {run_dir}"]
+    header = f"  {'model':<9} {metric:>9} {'size MB':>9} {'params':>10}"
+    for t in targets:
+        header += f" {'p50 ms ' + t:>18} {'speedup':>8}"
+    lines.append(header)
+    for name in ("teacher", "student", "deployed"):
+        m = models[name]
+        row = f"  {name:<9} {m['metric']:>9.4f} {m['size_mb']:>9.3f} {m['params']:>10,}"
+        for t in targets:
+            p50, base = m["latency"][t]["p50_ms"], models["teacher"]["latency"][t]["p50_ms"]
+            row += f" {p50:>18.4f} {base / p50:>7.2f}x"
+        lines.append(row)
+    for t, info in report.get("targets", {}).items():
+        if not info.get("available"):
+            lines.append(f"  target {t}: not profiled ({info.get('reason')})")
+    measured = models["deployed"]["metric_measured_on"]
+    lines.append(f"  deployed metric measured by running bundle/model.onnx in {measured} "
+                 f"on {report['metric']['samples']} {report['metric']['split']} samples")
+    for g in report["gates"]:
+        lines.append(f"  gate {g['name']}: {'pass' if g['passed'] else 'FAIL'} (value {g['value']:.4g}, limit {g['limit']})")
+    lines.append(f"  {'PASSED' if report['passed'] else 'FAILED'} in {report.get('total_seconds', 0):.1f} s")
+    return "\n".join(lines)

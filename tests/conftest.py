@@ -1,0 +1,53 @@
+"""Shared fixtures: a shortened mobile recipe and one finished run reused by several tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The mobile recipe, shortened so the whole pipeline runs in a few seconds.
+FAST = [
+    "teacher.train.epochs=6",
+    "stages.0.train.epochs=6",
+    "stages.1.calibration.samples=64",
+    "profile.runs=20",
+    "profile.warmup=2",
+    "targets=[x86_vnni]",
+]
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script for real (exit codes, stdout/stderr separation)."""
+    exe = Path(sys.executable).with_name("edgedistill")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edgedistill.cli.main"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> Path:
+    """One real end-to-end run of the shortened mobile recipe; returns its run directory."""
+    out = tmp_path_factory.mktemp("run") / "mobile"
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(out), *set_args(FAST))
+    assert proc.returncode in (0, 1), proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def fast_report(fast_run) -> dict:
+    return json.loads((fast_run / "report.json").read_text())

@@ -1,0 +1,86 @@
+"""End to end: a shortened mobile recipe through the real CLI, the report contract, and --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edgedistill.data import DataConfig, load_dataset
+from edgedistill.evaluate import evaluate_onnx
+
+from .conftest import FAST, ROOT, run_cli, set_args
+
+
+def test_report_validates_against_contract(fast_report):
+    schema = json.loads((ROOT / "tests" / "contract" / "report.schema.json").read_text())
+    jsonschema.validate(fast_report, schema)
+    assert [s["kind"] for s in fast_report["stages"]] == ["teacher", "distill", "quantize", "export"]
+    assert "x86_vnni" in fast_report["models"]["deployed"]["latency"]
+
+
+def test_deployed_metric_is_measured_on_the_shipped_file(fast_run, fast_report):
+    deployed = fast_report["models"]["deployed"]
+    assert deployed["metric_measured_on"] == "onnxruntime"
+    data = load_dataset(DataConfig(name="digits"))
+    # re-measure the bundle's file independently: the report must hold exactly that number
+    assert deployed["metric"] == evaluate_onnx(fast_run / deployed["path"], data.test)
+    assert deployed["metric"] >= 0.9
+    # the file is int8: QDQ nodes are present
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(fast_run / deployed["path"])).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_resume_skips_finished_stages(fast_run, fast_report, tmp_path):
+    import shutil
+
+    run = tmp_path / "mobile"
+    shutil.copytree(fast_run, run)
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(run), "--resume", *set_args(FAST))
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "skipped finished stages 0-teacher, 1-distill, 2-quantize, 3-export" in proc.stdout
+    again = json.loads((run / "report.json").read_text())
+    # skipped stages keep the timings recorded when they ran
+    assert [s["seconds"] for s in again["stages"]] == [s["seconds"] for s in fast_report["stages"]]
+    # a changed stage setting re-runs that stage and all later ones, not the earlier ones
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(run), "--resume",
+                   *set_args([*FAST, "stages.1.calibration.samples=32"]))
+    assert "skipped finished stages 0-teacher, 1-distill\n" in proc.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_mid_stage(tmp_path):
+    """Ctrl-C during distillation: exit 2 with a short message; --resume continues from the last saved epoch."""
+    run = tmp_path / "mobile"
+    epochs = 60
+    args = ["compress", "--recipe", "mobile", "--out", str(run),
+            *set_args([*FAST[2:], "teacher.train.epochs=2", f"stages.0.train.epochs={epochs}"])]
+    exe = Path(sys.executable).with_name("edgedistill")
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EDGEDISTILL_PROGRESS": "0"})
+    ckpt = run / "stages" / "1-distill" / "train_state.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "distillation never saved an epoch checkpoint"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert "--resume" in err and "Traceback" not in err
+    assert not (run / "stages" / "1-distill" / "record.json").exists()  # the stage did not finish
+
+    done = run_cli(*args, "--resume")
+    assert done.returncode in (0, 1), done.stderr
+    assert "skipped finished stages 0-teacher" in done.stdout
+    distill = json.loads((run / "report.json").read_text())["stages"][1]["details"]
+    assert distill["resumed_from_epoch"] is not None and 1 <= distill["resumed_from_epoch"] < epochs
+    assert [h["epoch"] for h in distill["history"]] == list(range(1, epochs + 1))
