@@ -14,7 +14,7 @@ import click
 from edgedistill import __version__
 from edgedistill.errors import UserError
 
-COMMAND_MODULES = ("compress", "evaluate")
+COMMAND_MODULES = ("compress", "evaluate", "profile", "hardware", "gate", "bundle")
 
 
 class _Group(click.Group):

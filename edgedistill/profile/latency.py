@@ -1,72 +1,54 @@
-"""Latency of ONNX files in ONNX Runtime.
+"""Latency and memory of exported files on a hardware target.
 
 Milliseconds from separate runs on a shared machine are not comparable, so models that will be compared
-are timed in one process with interleaved bursts: a burst of A, a burst of B, a burst of A, ... Each model
-still gets its own warm-up and its own full set of samples for the percentiles.
+are timed together: each in its own fresh worker process (so one model's allocations do not color
+another's, and peak memory is the model's own), with bursts interleaved across the workers. The timing
+code is `probe.py`, a self-contained script that also runs unchanged on remote devices over SSH.
 """
 
 from __future__ import annotations
 
-import time
+import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..progress import track
-from ..target import Target
+from ..errors import UserError
+from ..target import Target, availability
+from . import probe
+from .probe import ONNX_DTYPES, ProbeError
 
-ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
+__all__ = ["ONNX_DTYPES", "latency_stats", "make_session", "probe_config", "profile_models", "synthetic_feed"]
 
 
-def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
-    """Percentiles, mean, std, coefficient of variation and throughput (runs per second) of a sample."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    if a.size == 0:
-        raise ValueError("no latency samples")
-    mean = float(a.mean())
-    return {
-        "p50_ms": float(np.percentile(a, 50)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "p99_ms": float(np.percentile(a, 99)),
-        "mean_ms": mean,
-        "std_ms": float(a.std()),
-        "min_ms": float(a.min()),
-        "cv": float(a.std() / mean) if mean > 0 else 0.0,
-    }
+def latency_stats(samples_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
+    """Percentiles, mean, std, coefficient of variation and throughput of a sample (see probe.py)."""
+    return probe.latency_stats(samples_ms, batch)
 
 
 def make_session(path: str | Path, target: Target, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or target.threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    providers = [(p, target.provider_options.get(p, {})) for p in target.providers]
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    """An in-process ONNX Runtime session configured as the target says (for evaluation, not timing)."""
+    cfg = {"providers": target.providers, "provider_options": target.provider_options,
+           "threads": threads or target.threads}
+    return probe.ort_session(str(path), cfg)
 
 
 def synthetic_feed(session, batch: int, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> dict:
     """Random inputs of the session's declared shapes, symbolic dimensions set to `batch` (first) or `shapes`."""
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for inp in session.get_inputs():
-        if shapes and inp.name in shapes:
-            shape = list(shapes[inp.name])
-        else:
-            shape = [d if isinstance(d, int) else batch for d in inp.shape]
-            if shape:
-                shape[0] = batch
-        dtype = ONNX_DTYPES.get(inp.type, np.float32)
-        if np.issubdtype(dtype, np.integer):
-            feed[inp.name] = rng.integers(0, 2, size=shape).astype(dtype)
-        else:
-            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
-    return feed
+    return probe.synthetic_feed([(i.name, i.shape, i.type) for i in session.get_inputs()], batch, shapes, seed)
+
+
+def probe_config(target: Target, *, batch: int, threads: int | None, runs: int, warmup: int, burst: int,
+                 time_budget_s: float | None, op_profile_runs: int) -> dict[str, Any]:
+    """The JSON the probe reads: everything about *how* to time, nothing about *where* the files are."""
+    return {"runtime": target.runtime, "providers": target.providers, "provider_options": target.provider_options,
+            "threads": threads or target.threads, "batch": batch, "shapes": target.input_shapes or None,
+            "precision": target.precision, "runs": runs, "warmup": warmup, "burst": burst,
+            "time_budget_s": time_budget_s if time_budget_s is not None else target.time_budget_s,
+            "op_profile_runs": op_profile_runs, "seed": 0}
 
 
 def profile_models(
@@ -79,22 +61,49 @@ def profile_models(
     warmup: int = 10,
     burst: int = 10,
     feed: Mapping[str, np.ndarray] | None = None,
+    time_budget_s: float | None = None,
+    op_profile_runs: int = 20,
 ) -> dict[str, dict[str, Any]]:
-    """Time each model `runs` times (after `warmup`), interleaving bursts of `burst` runs across the models."""
-    sessions = {name: make_session(p, target, threads) for name, p in paths.items()}
-    feeds = {name: dict(feed) if feed else synthetic_feed(s, batch) for name, s in sessions.items()}
-    for name, s in sessions.items():
-        for _ in range(warmup):
-            s.run(None, feeds[name])
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    n_bursts = -(-runs // burst)
-    for _ in track(range(n_bursts), f"profiling on {target.name}", total=n_bursts):
-        for name, s in sessions.items():
-            for _ in range(burst):
-                t0 = time.perf_counter()
-                s.run(None, feeds[name])
-                samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {
-        name: {**latency_stats(v[:runs]), "batch": batch, "threads": threads or target.threads, "runs": len(v[:runs])}
-        for name, v in samples.items()
-    }
+    """Time each model `runs` times (after `warmup`), interleaving bursts of `burst` runs across the models.
+
+    Returns {name: {p50_ms, p90_ms, p99_ms, mean_ms, std_ms, min_ms, cv, throughput_per_s, batch, threads,
+    runs, samples_ms, peak_rss_mb, session_rss_mb, ops, host, target, ...}}. A target this machine cannot
+    run raises UserError with the reason: callers check `availability` first and record the skip."""
+    if runs < 1:
+        raise UserError("runs must be at least 1", where="--runs", fix="pass --runs 100 or more")
+    files = {}
+    for name, p in paths.items():
+        p = Path(p)
+        if not p.is_file():
+            raise UserError("model file not found", where=str(p), fix="check the path to the .onnx file")
+        files[name] = p.resolve()
+    ok, why = availability(target)
+    if not ok:
+        raise UserError(f"target {target.name} is not usable on this machine: {why}", where="--target",
+                        fix="pick a target that `edgedistill doctor` lists as usable, or set ssh_host in the target")
+    config = probe_config(target, batch=batch, threads=threads, runs=runs, warmup=warmup, burst=burst,
+                          time_budget_s=time_budget_s, op_profile_runs=op_profile_runs)
+    with tempfile.TemporaryDirectory(prefix="edgedistill-feed-") as tmp:
+        if feed:
+            np.savez(Path(tmp) / "feed.npz", **{k: np.asarray(v) for k, v in feed.items()})
+            config["feed"] = str(Path(tmp) / "feed.npz")
+        if target.remote:
+            from .remote import run_remote
+
+            result = run_remote(files, target, config)
+        else:
+            config["models"] = {n: str(p) for n, p in files.items()}
+            try:
+                result = probe.coordinate(config)
+            except ProbeError as exc:
+                raise UserError(f"cannot time the model: {exc}", where=str(next(iter(files.values()))),
+                                fix="check that the file is a valid ONNX model for this target's runtime") from exc
+    host = result["host"]
+    return {name: {**stats, "target": target.name, "cpu": host["cpu"], "host": host,
+                   "remote": target.ssh_destination if target.remote else None}
+            for name, stats in result["models"].items()}
+
+
+def dumps_compact(stats: Mapping[str, Any]) -> str:
+    """One line of JSON without the raw samples (for logs)."""
+    return json.dumps({k: v for k, v in stats.items() if k not in ("samples_ms", "host", "ops")})

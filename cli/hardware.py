@@ -1,0 +1,42 @@
+"""`edgedistill targets` and `edgedistill doctor`: what hardware the tool knows and what works here."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .main import cli
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
+def targets(as_json: bool) -> None:
+    """List the built-in hardware targets, one line each, with whether this machine can run them."""
+    from edgedistill.target import availability, list_targets
+
+    rows = []
+    for t in list_targets():
+        ok, why = availability(t)
+        rows.append({"name": t.name, "usable": ok, "reason": why, "runtime": t.runtime, "precision": t.precision,
+                     "quant_preset": t.quant_preset, "threads": t.threads, "formats": t.formats,
+                     "description": t.description})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        mark = "usable" if r["usable"] else "unavailable"
+        click.echo(f"{r['name']:<16} {r['precision']:<5} {mark:<11} {r['description']}"
+                   + ("" if r["usable"] else f"  [{r['reason']}]"))
+
+
+@cli.command()
+@click.option("--probe", is_flag=True, help="also connect to remote (ssh) targets given with --target")
+@click.option("--target", "extra", multiple=True, help="also check this target YAML (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
+def doctor(probe: bool, extra: tuple[str, ...], as_json: bool) -> None:
+    """Which runtimes, execution providers, extras and targets are usable on this machine, and why not."""
+    from edgedistill.doctor import diagnose, render
+
+    report = diagnose(extra_targets=list(extra), probe_remote=probe)
+    click.echo(json.dumps(report) if as_json else render(report))

@@ -1,0 +1,211 @@
+"""The CI gate: compare a run's report.json against a baseline's and fail on regressions only.
+
+Tolerances come from the recipe (`recipe.resolved.gates`: accuracy_drop, size_growth, latency_growth,
+min_metric), overridable from the command line. Accuracy and size are read from the reports. Latency is
+never read from them: milliseconds measured on two machines (or two moments on one shared machine) differ
+by 20–50 % with no change to the model. Instead both artifacts are re-profiled here, side by side, in
+interleaved bursts, and the gate compares the median burst-wise ratio current/baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .io import write_text
+
+GATE_KEYS = ("accuracy_drop", "size_growth", "latency_growth", "min_metric")
+
+
+@dataclass
+class GateResult:
+    name: str
+    limit: float | None
+    value: float | None
+    passed: bool
+    skipped: bool = False
+    detail: str = ""
+
+    def line(self) -> str:
+        word = "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
+        return f"{word} {self.name}: {self.detail}"
+
+
+@dataclass
+class GateReport:
+    results: list[GateResult] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed or r.skipped for r in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "tolerances": self.tolerances, "gates": [asdict(r) for r in self.results]}
+
+
+def load_report(path: str | Path, flag: str) -> dict[str, Any]:
+    """Read and sanity-check a report.json; every problem is a UserError naming the file and field."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise UserError("report not found", where=str(path), fix=f"pass {flag} a run's report.json (or its run dir)")
+    try:
+        report = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"not valid JSON: {exc}", where=str(path), fix="pass an edgedistill report.json") from exc
+    if not isinstance(report, dict) or report.get("schema_version") != 1:
+        raise UserError("schema_version: expected 1", where=str(path), fix="pass an edgedistill report.json")
+    dep = report.get("models", {}).get("deployed") if isinstance(report.get("models"), dict) else None
+    if not isinstance(dep, dict):
+        raise UserError("models.deployed: missing", where=str(path), fix="pass the report of a finished run")
+    report["_path"] = str(path.resolve())
+    return report
+
+
+def tolerances(current: Mapping, baseline: Mapping, overrides: Mapping[str, float | None]) -> dict[str, float]:
+    """The recipe's gates (current run's, else the baseline's), with non-None overrides on top."""
+    out: dict[str, float] = {}
+    for rep in (baseline, current):  # current wins
+        gates = (rep.get("recipe") or {}).get("resolved", {}).get("gates") or {}
+        if not isinstance(gates, dict):
+            raise UserError("recipe.resolved.gates: expected a mapping", where=rep["_path"],
+                            fix="re-run with a recipe whose gates section is a mapping")
+        for key in GATE_KEYS:
+            if gates.get(key) is not None:
+                out[key] = _number(gates[key], f"recipe.resolved.gates.{key}", rep["_path"])
+    for key, val in overrides.items():
+        if val is not None:
+            out[key] = _number(val, f"--{key.replace('_', '-')}", "command line")
+    for key in ("accuracy_drop", "size_growth", "latency_growth"):
+        if key in out and out[key] < 0:
+            raise UserError(f"{key} must not be negative", where=key, fix="tolerances are allowed worsening, >= 0")
+    return out
+
+
+def _number(v: Any, field_name: str, where: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        f = math.nan
+    if math.isnan(f):
+        raise UserError(f"{field_name}: expected a number, got {v!r}", where=where, fix="use e.g. 0.01")
+    return f
+
+
+def check(current: dict, baseline: dict, *, overrides: Mapping[str, float | None] | None = None,
+          runs: int = 300, burst: int = 10, warmup: int = 20) -> GateReport:
+    """Run every configured gate. Latency is re-measured here (see the module docstring)."""
+    tol = tolerances(current, baseline, overrides or {})
+    rep = GateReport(tolerances=tol)
+    cur, base = current["models"]["deployed"], baseline["models"]["deployed"]
+    higher = bool((current.get("metric") or {}).get("higher_is_better", True))
+    mname = (current.get("metric") or {}).get("name", "metric")
+    cm, bm = cur.get("metric"), base.get("metric")
+    if "accuracy_drop" in tol:
+        lim = tol["accuracy_drop"]
+        if cm is None or bm is None:
+            rep.results.append(GateResult("accuracy_drop", lim, None, True, True, "a report has no deployed metric"))
+        else:
+            drop = (bm - cm) if higher else (cm - bm)
+            rep.results.append(GateResult("accuracy_drop", lim, drop, drop <= lim + 1e-12,
+                                          detail=f"{mname} {bm:.4f} -> {cm:.4f}, drop {drop:+.4f} "
+                                                 f"({'<=' if drop <= lim + 1e-12 else '>'} limit {lim:.4f})"))
+    if "min_metric" in tol:
+        lim = tol["min_metric"]
+        if cm is None:
+            rep.results.append(GateResult("min_metric", lim, None, True, True, "no deployed metric"))
+        else:
+            ok = cm >= lim if higher else cm <= lim
+            rep.results.append(GateResult("min_metric", lim, cm, ok, detail=f"{mname} {cm:.4f} "
+                                          f"{'meets' if ok else 'misses'} {'minimum' if higher else 'maximum'} {lim:.4f}"))
+    if "size_growth" in tol:
+        lim = tol["size_growth"]
+        cs, bs = cur.get("size_mb"), base.get("size_mb")
+        if not cs or not bs:
+            rep.results.append(GateResult("size_growth", lim, None, True, True, "a report has no deployed size_mb"))
+        else:
+            g = cs / bs - 1
+            rep.results.append(GateResult("size_growth", lim, g, g <= lim + 1e-12,
+                                          detail=f"{bs:.3f} MB -> {cs:.3f} MB, {g:+.1%} "
+                                                 f"({'<=' if g <= lim + 1e-12 else '>'} limit {lim:+.1%})"))
+    if "latency_growth" in tol:
+        rep.results.extend(latency_gates(current, baseline, tol["latency_growth"], runs=runs, burst=burst,
+                                         warmup=warmup))
+    return rep
+
+
+def artifact_path(report: Mapping) -> Path:
+    """`models.deployed.path` is relative to the directory holding report.json."""
+    p = Path(report["models"]["deployed"].get("path") or "bundle/model.onnx")
+    return p if p.is_absolute() else Path(report["_path"]).parent / p
+
+
+def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, burst: int,
+                  warmup: int) -> list[GateResult]:
+    """One result per target both reports profiled: interleaved re-profile ratio current/baseline - 1."""
+    from .profile import interleaved_ratio, profile_models
+    from .target import availability, load_target
+
+    cur_lat = current["models"]["deployed"].get("latency") or {}
+    base_lat = baseline["models"]["deployed"].get("latency") or {}
+    names = sorted(set(cur_lat) & set(base_lat))
+    if not names:
+        return [GateResult("latency_growth", limit, None, True, True, "no target was profiled in both reports")]
+    cpath, bpath = artifact_path(current), artifact_path(baseline)
+    out = []
+    for name in names:
+        gname = f"latency_growth[{name}]"
+        missing = [str(p) for p in (bpath, cpath) if not p.is_file()]
+        if missing:
+            out.append(GateResult(gname, limit, None, True, True,
+                                  f"artifact not reachable ({', '.join(missing)}); latency is only compared by "
+                                  "re-profiling both files side by side, never as ms from two runs"))
+            continue
+        try:
+            target = load_target(name)
+        except UserError:
+            out.append(GateResult(gname, limit, None, True, True, f"target {name} is not a built-in"))
+            continue
+        ok, why = availability(target)
+        if not ok:
+            out.append(GateResult(gname, limit, None, True, True, f"target not usable here: {why}"))
+            continue
+        lat = cur_lat[name]
+        stats = profile_models({"baseline": bpath, "current": cpath}, target, batch=int(lat.get("batch", 1)),
+                               threads=lat.get("threads"), runs=runs, warmup=warmup, burst=burst, op_profile_runs=0)
+        r = interleaved_ratio(stats["baseline"]["samples_ms"], stats["current"]["samples_ms"], burst)
+        g = r["ratio"] - 1
+        passed = g <= limit
+        out.append(GateResult(gname, limit, g, passed, detail=(
+            f"current/baseline {r['ratio']:.3f}x (IQR {r['q25']:.3f}-{r['q75']:.3f}, {r['bursts']} interleaved "
+            f"bursts; p50 {stats['baseline']['p50_ms']:.3f} -> {stats['current']['p50_ms']:.3f} ms), "
+            f"{g:+.1%} ({'<=' if passed else '>'} limit {limit:+.1%})")))
+    return out
+
+
+def write_junit(rep: GateReport, path: str | Path) -> Path:
+    """JUnit XML: one testcase per gate, so CI UIs show each regression with its numbers."""
+    suite = ET.Element("testsuite", name="edgedistill.check", tests=str(len(rep.results)),
+                       failures=str(sum(not r.passed and not r.skipped for r in rep.results)),
+                       skipped=str(sum(r.skipped for r in rep.results)), errors="0")
+    for r in rep.results:
+        case = ET.SubElement(suite, "testcase", classname="edgedistill.gate", name=r.name, time="0")
+        if r.skipped:
+            ET.SubElement(case, "skipped", message=r.detail)
+        elif not r.passed:
+            ET.SubElement(case, "failure", message=r.detail, type="regression").text = (
+                f"{r.name}: value {r.value} exceeds limit {r.limit}\n{r.detail}")
+        else:
+            ET.SubElement(case, "system-out").text = r.detail
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return write_text(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
