@@ -16,12 +16,12 @@ class Strict(BaseModel):
 class TrainConfig(Strict):
     """How a model is trained (teacher training, distillation, recovery after pruning, QAT)."""
 
-    epochs: int = Field(10, ge=1, le=100000)
-    lr: float = Field(3e-3, gt=0, le=10)
-    weight_decay: float = Field(1e-4, ge=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    epochs: int = Field(10, ge=1, le=100000, description="passes over the training split")
+    lr: float = Field(3e-3, gt=0, le=10, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="decoupled weight decay (AdamW) or L2 (SGD)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="SGD uses Nesterov momentum 0.9")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate decay over all steps")
+    warmup_epochs: int = Field(0, ge=0, description="linear learning-rate warm-up")
     grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm; null disables clipping")
     patience: int | None = Field(None, ge=1, description="early stopping: epochs without validation improvement")
     batch_size: int | None = Field(None, ge=1, description="defaults to data.batch_size")

@@ -34,12 +34,12 @@ class TeacherConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    split: Literal["test", "val"] = "test"
+    split: Literal["test", "val"] = Field("test", description="split the final metrics are measured on")
 
 
 class ProfileConfig(Strict):
-    runs: int = Field(200, ge=1, le=1_000_000)
-    warmup: int = Field(20, ge=0)
+    runs: int = Field(200, ge=1, le=1_000_000, description="timed runs per model and target")
+    warmup: int = Field(20, ge=0, description="untimed runs first")
     burst: int = Field(10, ge=1, description="runs per interleaved burst")
     batch: int | None = Field(None, ge=1, description="defaults to the target's first batch size")
     threads: int | None = Field(None, ge=1, description="defaults to the target's thread count")
@@ -70,15 +70,15 @@ def _recipe_model() -> type[BaseModel]:
         "Recipe",
         __base__=Strict,
         name=(str, Field(description="run name; the run directory defaults to runs/<name>")),
-        description=(str, ""),
-        seed=(int, 0),
-        data=(DataConfig, ...),
-        teacher=(TeacherConfig, ...),
-        stages=(list[_stage_union()], Field(min_length=1)),
-        evaluate=(EvaluateConfig, EvaluateConfig()),
-        targets=(list[str], Field(default_factory=lambda: ["x86_vnni"])),
-        profile=(ProfileConfig, ProfileConfig()),
-        gates=(GatesConfig, GatesConfig()),
+        description=(str, Field("", description="one line shown by `edgedistill recipes`")),
+        seed=(int, Field(0, description="seeds data order, initialisation and sampling")),
+        data=(DataConfig, Field(description="the dataset")),
+        teacher=(TeacherConfig, Field(description="the model to compress")),
+        stages=(list[_stage_union()], Field(min_length=1, description="run in order; an export stage is appended if missing")),
+        evaluate=(EvaluateConfig, Field(EvaluateConfig(), description="how the final metrics are measured")),
+        targets=(list[str], Field(default_factory=lambda: ["x86_vnni"], description="hardware targets (built-in names or YAML paths); the first sets the quantization preset")),
+        profile=(ProfileConfig, Field(ProfileConfig(), description="latency measurement")),
+        gates=(GatesConfig, Field(GatesConfig(), description="pass/fail limits (exit code 1 when one fails)")),
     )
 
 

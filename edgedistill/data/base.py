@@ -23,8 +23,8 @@ class DataConfig(BaseModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share held out for the final test (digits only)")
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
     test_limit: int | None = Field(None, ge=1, description="use at most this many test samples")
-    batch_size: int = Field(64, ge=1, le=65536)
-    seed: int = 0
+    batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
+    seed: int = Field(0, description="seed of the split")
 
 
 @dataclass
