@@ -327,7 +327,7 @@ def _handle(msg: dict, state: dict) -> dict:
             state["feed"] = synthetic_feed(runner_inputs, int(cfg.get("batch", 1)), cfg.get("shapes"),
                                            int(cfg.get("seed", 0)))
         state["base_rss"] = base
-        return {"ok": True, "load_ms": load_ms, "providers": state["runner"].providers(),
+        return {"ok": True, "load_ms": load_ms, "providers": state["runner"].providers(), "pid": os.getpid(),
                 "inputs": {k: list(v.shape) for k, v in state["feed"].items()}}
     if cmd == "run":
         runner, feed, out = state["runner"], state["feed"], []
@@ -442,7 +442,7 @@ def coordinate(config: dict) -> dict:
                      "peak_rss_mb": round(peaks[name]["peak_rss_mb"], 2),
                      "session_rss_mb": round(peaks[name]["session_rss_mb"], 2),
                      "load_ms": round(w.info["load_ms"], 3), "providers": w.info["providers"],
-                     "input_shapes": w.info["inputs"], "time_budget_hit": budget_hit,
+                     "input_shapes": w.info["inputs"], "time_budget_hit": budget_hit, "pid": w.info["pid"],
                      "isolation": "subprocess-per-model", "ops": ops.get(name)}
     return {"models": out, "host": host_info()}
 
