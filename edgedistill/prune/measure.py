@@ -1,0 +1,63 @@
+"""What pruning bought, measured: MACs and parameters of the module, latency of the exported files.
+
+Latencies are only comparable when measured side by side, so the unpruned and the pruned files are timed in
+one `profile_models` call (fresh worker per model, interleaved bursts) on the recipe's first target this
+machine can run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..export.onnx import INPUT_NAME
+from ._tp import torch_pruning
+
+LATENCY_KEYS = ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "runs", "batch", "threads")
+
+
+def macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass (Torch-Pruning's counter) and the parameter count."""
+    tp = torch_pruning()
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
+
+
+def first_target(targets: list[str]):
+    """The recipe's first target that is usable here, or (None, reasons) when none is."""
+    from ..target import availability, load_target
+
+    reasons = []
+    for name in targets:
+        target = load_target(name)
+        ok, why = availability(target)
+        if ok:
+            return target, []
+        reasons.append(f"{target.name}: {why}")
+    return None, reasons
+
+
+def compare_latency(files: Mapping[str, str | Path], recipe_cfg, samples: np.ndarray | None = None) -> dict[str, Any]:
+    """p50 etc. of each file on the first usable target, timed interleaved in one run on real `samples`.
+
+    Returns {"target": name, "<model>": {p50_ms, ...}} or {"skipped": reason} when no target is usable.
+    """
+    from ..profile import profile_models
+
+    target, reasons = first_target(list(recipe_cfg.targets))
+    if target is None:
+        return {"skipped": "; ".join(reasons) or "the recipe lists no targets"}
+    prof = recipe_cfg.profile
+    batch = prof.batch or target.batch_sizes[0]
+    feed = {INPUT_NAME: samples[:batch]} if samples is not None and len(samples) >= batch else None
+    result = profile_models(files, target, batch=batch, threads=prof.threads, runs=prof.runs, warmup=prof.warmup,
+                            burst=prof.burst, feed=feed, op_profile_runs=0)
+    out: dict[str, Any] = {"target": target.name}
+    for name, stats in result.items():
+        out[name] = {k: stats[k] for k in LATENCY_KEYS if k in stats}
+    return out
