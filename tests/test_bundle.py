@@ -1,0 +1,163 @@
+"""The app team's bundle: built from a real exported model, checked byte for byte, runnable from its snippet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgedistill.io import sha256_file
+from edgedistill.profile.synthetic import synthetic_mlp
+from edgedistill.report.bundle import verify_bundle, write_bundle
+from edgedistill.target import load_target
+
+from .conftest import run_cli
+
+META = {"task": "classification", "input_shape": [1, 8, 8], "num_classes": 10,
+        "class_labels": [f"digit {i}" for i in range(10)],
+        "preprocessing": {"layout": "NCHW", "image_size": [8, 8], "channels": 1, "scale": 1 / 16, "mean": [0.5],
+                          "std": [0.25]}}
+
+
+def _export_cnn(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 8 * 8, 10)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def _report() -> dict:
+    lat = {"p50_ms": 0.05, "p90_ms": 0.06, "p99_ms": 0.08, "mean_ms": 0.055, "std_ms": 0.01, "batch": 1,
+           "threads": 1, "runs": 100, "throughput_per_s": 18000.0, "peak_rss_mb": 60.0, "cpu": "test cpu",
+           "samples_ms": [0.05] * 100}
+    m = {"params": 5000, "size_mb": 0.02, "metric": 0.97, "latency": {"x86_vnni": lat}}
+    return {"schema_version": 1, "recipe": {"name": "mobile", "sha256": "ab" * 32, "resolved": {}},
+            "task": "classification", "metric": {"name": "accuracy", "higher_is_better": True, "split": "test",
+                                                 "samples": 360},
+            "models": {"teacher": {**m, "metric": 0.98}, "student": m,
+                       "deployed": {**m, "path": "bundle/model.onnx", "metric_measured_on": "onnxruntime"}},
+            "targets": {"x86_vnni": {"available": True, "reason": "available"},
+                        "arm64_mobile": {"available": False, "reason": "needs an aarch64 CPU"}},
+            "stages": [{"kind": "distill", "seconds": 3.2, "metric_after": 0.97}], "gates": [], "passed": True}
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    src = _export_cnn(tmp_path / "exported.onnx")
+    return write_bundle(tmp_path / "run", src, dataset_meta=META, report=_report(),
+                        targets=[load_target("x86_vnni"), load_target("arm64_mobile")])
+
+
+def test_bundle_contents(bundle):
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert names == {"model.onnx", "model.ort", "model.required_operators.config", "manifest.json", "MODEL_CARD.md",
+                     "labels.txt", "usage/predict.py", "usage/EdgeModel.kt", "usage/EdgeModel.swift"}
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert set(m["files"]) == names - {"manifest.json"}
+    for rel, info in m["files"].items():
+        assert info["sha256"] == sha256_file(bundle / rel) and info["bytes"] == (bundle / rel).stat().st_size
+    assert m["recipe"] == {"name": "mobile", "sha256": "ab" * 32}
+    assert m["metric"]["value"] == 0.97 and m["metric"]["measured_on"] == "onnxruntime"
+    assert m["latency"]["x86_vnni"]["p50_ms"] == 0.05 and "samples_ms" not in m["latency"]["x86_vnni"]
+    assert {"edgedistill", "torch", "onnxruntime", "onnx"} <= set(m["versions"])
+    assert m["class_labels"][3] == "digit 3" and m["preprocessing"]["mean"] == [0.5]
+    assert (bundle / "labels.txt").read_text().splitlines() == META["class_labels"]
+    arm = next(t for t in m["targets"] if t["name"] == "arm64_mobile")
+    assert arm["available"] is False and "aarch64" in arm["reason"]
+    assert "Flatten" in (bundle / "model.required_operators.config").read_text()
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "0.9700" in card and "x86_vnni" in card and "aarch64" in card and "digit 0" in card
+
+
+def test_manifest_shapes_match_the_onnx_graph(bundle):
+    m = json.loads((bundle / "manifest.json").read_text())
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    for spec, vi in ((m["inputs"], graph.input), (m["outputs"], graph.output)):
+        assert [s["name"] for s in spec] == [v.name for v in vi]
+        for s, v in zip(spec, vi, strict=True):
+            dims = [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+            assert s["shape"] == dims
+    assert m["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert m["outputs"] == [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}]
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in sess.get_inputs()] == [s["shape"] for s in m["inputs"]]
+
+
+def test_ort_format_model_matches_onnx(bundle):
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    a = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    b = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)
+
+
+def test_verify_catches_every_single_flipped_byte(bundle):
+    assert verify_bundle(bundle) == (True, [])
+    for f in sorted(p for p in bundle.rglob("*") if p.is_file()):
+        data = bytearray(f.read_bytes())
+        original = bytes(data)
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(bytes(data))
+        ok, problems = verify_bundle(bundle)
+        f.write_bytes(original)
+        assert not ok, f"flipping a byte of {f.name} went unnoticed"
+        assert any(f.name in p or "manifest.json" in p for p in problems), problems
+    assert verify_bundle(bundle) == (True, [])
+
+
+def test_verify_reports_missing_files_and_unloadable_models(bundle):
+    (bundle / "labels.txt").unlink()
+    ok, problems = verify_bundle(bundle)
+    assert not ok and problems == ["labels.txt: missing"]
+
+
+def test_python_snippet_runs_against_the_bundle(bundle):
+    proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "digit" in proc.stdout
+    kt, swift = (bundle / "usage" / "EdgeModel.kt").read_text(), (bundle / "usage" / "EdgeModel.swift").read_text()
+    for text in (kt, swift):
+        assert '"input"' in text and "model" in text and "0.0625" in text
+    assert "longArrayOf(1, 1L, 8L, 8L)" in kt and 'forResource: "model", ofType: "ort"' in swift
+
+
+def test_external_data_travels_with_the_model(tmp_path):
+    src = synthetic_mlp(tmp_path / "src" / "weights.onnx", external_data=True)
+    meta = {"task": "classification", "input_shape": [64], "num_classes": 10, "class_labels": [],
+            "preprocessing": {}}
+    b = write_bundle(tmp_path / "run", src, dataset_meta=meta, report=_report(), targets=[load_target("x86_vnni")])
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["model"]["external_data"] == ["model.onnx.data"] and "model.onnx.data" in m["files"]
+    assert not (b / "model.ort").exists()
+    assert verify_bundle(b) == (True, [])
+    data = b / "model.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[100] ^= 0x80
+    data.write_bytes(bytes(raw))
+    ok, problems = verify_bundle(b)
+    assert not ok and any("model.onnx.data" in p for p in problems)
+
+
+def test_cli_verify_exit_codes(bundle, tmp_path):
+    proc = run_cli("verify", str(bundle))
+    assert proc.returncode == 0, proc.stderr
+    model = bundle / "model.onnx"
+    raw = bytearray(model.read_bytes())
+    raw[-5] ^= 0xFF
+    model.write_bytes(bytes(raw))
+    proc = run_cli("verify", str(bundle))
+    assert proc.returncode == 1 and "model.onnx" in proc.stdout
+    proc = run_cli("verify", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "manifest.json" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,145 @@
+"""The CI gate: regressions fail with their numbers, identical artifacts pass, latency is re-measured."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from edgedistill import gate
+from edgedistill.errors import UserError
+from edgedistill.profile.synthetic import synthetic_mlp
+from edgedistill.target import availability, load_target
+
+from .conftest import run_cli
+
+TARGET = next((n for n in ("x86_vnni", "x86_avx2") if availability(load_target(n))[0]), None)
+needs_cpu_target = pytest.mark.skipif(TARGET is None, reason="no built-in x86 target usable on this CPU")
+
+
+def _report(metric: float, size_mb: float, gates: dict, *, target: str | None = TARGET, p50: float = 1.0) -> dict:
+    lat = {"p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "mean_ms": p50, "std_ms": 0.0, "batch": 8, "threads": 1,
+           "runs": 10}
+    model = {"params": 10, "size_mb": size_mb, "metric": metric, "latency": {target: lat} if target else {}}
+    return {"schema_version": 1, "recipe": {"name": "t", "sha256": "0" * 64, "resolved": {"gates": gates}},
+            "environment": {"python": "3", "torch": "x", "onnxruntime": "x", "cpu": "x"}, "task": "classification",
+            "metric": {"name": "accuracy", "higher_is_better": True},
+            "models": {"teacher": copy.deepcopy(model), "student": copy.deepcopy(model),
+                       "deployed": {**model, "path": "bundle/model.onnx", "metric_measured_on": "onnxruntime"}},
+            "stages": [], "gates": [], "passed": True}
+
+
+def _run(root: Path, name: str, onnx_file: Path | None, report: dict) -> Path:
+    d = root / name
+    (d / "bundle").mkdir(parents=True)
+    if onnx_file:
+        shutil.copyfile(onnx_file, d / "bundle" / "model.onnx")
+    (d / "report.json").write_text(json.dumps(report))
+    return d / "report.json"
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gate_models")
+    return {"base": synthetic_mlp(d / "base.onnx", width=384, depth=3),
+            "same": synthetic_mlp(d / "same.onnx", width=384, depth=3),  # identical content, another file
+            "slow": synthetic_mlp(d / "slow.onnx", width=384, depth=3, extra_ops=120)}
+
+
+def _check(tmp_path, cur: dict, base: dict, cur_file=None, base_file=None, **kw) -> gate.GateReport:
+    c = gate.load_report(_run(tmp_path, "cur", cur_file, cur), "CURRENT")
+    b = gate.load_report(_run(tmp_path, "base", base_file, base), "--baseline")
+    return gate.check(c, b, **kw)
+
+
+def test_accuracy_and_size_gates_report_their_numbers(tmp_path):
+    gates = {"accuracy_drop": 0.01, "size_growth": 0.05, "min_metric": 0.9}
+    rep = _check(tmp_path, _report(0.93, 1.2, gates, target=None), _report(0.95, 1.0, gates, target=None))
+    by = {r.name: r for r in rep.results}
+    assert not rep.passed
+    assert not by["accuracy_drop"].passed and by["accuracy_drop"].value == pytest.approx(0.02)
+    assert "0.9500 -> 0.9300" in by["accuracy_drop"].detail
+    assert not by["size_growth"].passed and by["size_growth"].value == pytest.approx(0.2)
+    assert by["min_metric"].passed
+
+
+def test_within_tolerance_passes_and_cli_overrides_win(tmp_path):
+    gates = {"accuracy_drop": 0.01, "size_growth": 0.05}
+    rep = _check(tmp_path, _report(0.945, 1.04, gates, target=None), _report(0.95, 1.0, gates, target=None))
+    assert rep.passed and len(rep.results) == 2
+    rep = _check(tmp_path / "o", _report(0.945, 1.04, gates, target=None), _report(0.95, 1.0, gates, target=None),
+                 overrides={"accuracy_drop": 0.001})
+    assert not rep.passed and rep.tolerances["accuracy_drop"] == 0.001
+
+
+def test_lower_is_better_metric(tmp_path):
+    cur, base = _report(0.30, 1, {"accuracy_drop": 0.05}, target=None), _report(0.20, 1, {}, target=None)
+    cur["metric"]["higher_is_better"] = False
+    rep = _check(tmp_path, cur, base)
+    assert not rep.passed and rep.results[0].value == pytest.approx(0.10)
+
+
+@needs_cpu_target
+@pytest.mark.slow
+def test_gate_flags_a_slowed_model_every_time(tmp_path, onnx_files):
+    for i in range(3):
+        rep = _check(tmp_path / str(i), _report(0.95, 1.0, {"latency_growth": 0.10}),
+                     _report(0.95, 1.0, {"latency_growth": 0.10}), onnx_files["slow"], onnx_files["base"])
+        (r,) = rep.results
+        assert r.name == f"latency_growth[{TARGET}]"
+        assert not r.passed and r.value > 0.10, r.detail
+        assert "interleaved" in r.detail
+
+
+@needs_cpu_target
+@pytest.mark.slow
+def test_gate_passes_an_identical_model_every_time(tmp_path, onnx_files):
+    for i in range(5):
+        # the reports' own milliseconds differ 3x (another machine): they must be ignored
+        rep = _check(tmp_path / str(i), _report(0.95, 1.0, {"latency_growth": 0.10}, p50=3.0),
+                     _report(0.95, 1.0, {"latency_growth": 0.10}, p50=1.0), onnx_files["same"], onnx_files["base"])
+        (r,) = rep.results
+        assert r.passed and abs(r.value) < 0.10, r.detail
+
+
+def test_unreachable_artifact_skips_latency_instead_of_comparing_ms(tmp_path):
+    rep = _check(tmp_path, _report(0.95, 1.0, {"latency_growth": 0.1}, p50=9.0),
+                 _report(0.95, 1.0, {"latency_growth": 0.1}, p50=1.0))
+    (r,) = rep.results
+    assert r.skipped and rep.passed and "not reachable" in r.detail
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        gate.load_report(tmp_path / "nope.json", "--baseline")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(UserError, match="JSON"):
+        gate.load_report(bad, "CURRENT")
+    bad.write_text('{"schema_version": 7}')
+    with pytest.raises(UserError, match="schema_version"):
+        gate.load_report(bad, "CURRENT")
+    with pytest.raises(UserError, match="accuracy_drop"):
+        _check(tmp_path / "x", _report(1, 1, {"accuracy_drop": "lots"}, target=None), _report(1, 1, {}, target=None))
+
+
+def test_cli_exit_codes_and_junit(tmp_path):
+    gates = {"accuracy_drop": 0.01, "size_growth": 0.05}
+    cur = _run(tmp_path, "cur", None, _report(0.90, 1.0, gates, target=None))
+    base = _run(tmp_path, "base", None, _report(0.95, 1.0, gates, target=None))
+    junit = tmp_path / "out" / "gate.xml"
+    proc = run_cli("check", str(cur), "--baseline", str(base), "--junit", str(junit))
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL accuracy_drop" in proc.stdout and "0.0500" in proc.stdout and "PASS size_growth" in proc.stdout
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    failure = suite.find("testcase[@name='accuracy_drop']/failure")
+    assert failure is not None and "0.9500 -> 0.9000" in failure.get("message")
+    proc = run_cli("check", str(cur.parent), "--baseline", str(base), "--accuracy-drop", "0.1", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["passed"] is True
+    proc = run_cli("check", str(cur), "--baseline", str(tmp_path / "missing.json"))
+    assert proc.returncode == 2 and "--baseline" in proc.stderr and "Traceback" not in proc.stderr
