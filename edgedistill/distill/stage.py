@@ -1,57 +1,171 @@
-"""The `distill` stage: train a student against the teacher with the Hinton KD loss."""
+"""The `distill` stage: train a student (or a chain of them) against the teacher(s).
+
+The loss is a weighted sum of terms chosen in the recipe (logit divergences, label cross-entropy, feature
+losses); without `losses`, it is Hinton KD: `alpha`·T²·KL + (1 − `alpha`)·CE, as in the first version of
+this stage. `strategy` decides which students are trained and by whom (see strategies.py); every step
+(generation, assistant, student) is reported in `details["steps"]`.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..config import Strict, TrainConfig
+from ..evaluate import METRICS
 from ..models import build_model
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
+from .augment import AugmentConfig
+from .cache import CacheConfig
+from .schedules import TemperatureSchedule
+from .strategies import StrategyConfig
+
+LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce")
+FEATURE_TERMS = ("mse", "cosine", "attention", "rkd_distance", "rkd_angle")
+
+
+class LossTerm(Strict):
+    """One weighted term of the loss. Feature terms name their layers, or ask for `evenly` spaced ones."""
+
+    name: Literal["kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "mse", "cosine", "attention", "rkd_distance",
+                  "rkd_angle"] = Field(description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle")
+    weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
+    skew: float = Field(0.1, ge=0, le=1, description="skew_kl / skew_rkl: the mixing weight a")
+    student_layers: list[str] | None = Field(None, description="feature terms: student module names (model.named_modules())")
+    teacher_layers: list[str] | None = Field(None, description="feature terms: teacher module names, paired in order")
+    evenly: int | None = Field(None, ge=1, le=64, description="feature terms: pick this many evenly spaced layers in each network")
 
 
 class DistillConfig(Strict):
     student: dict[str, Any] | None = Field(
         None, description="model spec of a new student; omit to keep training the current model")
-    temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T (loss scaled by T²)")
-    alpha: float = Field(0.9, ge=0, le=1, description="weight of the KD term; 1 − alpha goes to label cross-entropy")
+    temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T (loss scaled by T²); the start of a schedule")
+    temperature_schedule: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    alpha: float = Field(0.9, ge=0, le=1, description="without `losses`: weight of the KD term; 1 − alpha goes to label cross-entropy")
+    losses: list[LossTerm] | None = Field(None, description="weighted loss terms; default: [kl: alpha, ce: 1 − alpha]")
+    standardize: bool = Field(False, description="logit standardization: z-score teacher and student logits before the softmax")
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def loss_terms(self) -> list[LossTerm]:
+        if self.losses is not None:
+            return self.losses
+        terms = [LossTerm(name="kl", weight=self.alpha)]
+        if self.alpha < 1:
+            terms.append(LossTerm(name="ce", weight=1 - self.alpha))
+        return terms
+
+    def check(self) -> tuple[tuple, str, str] | None:
+        """Combinations that cannot work are refused at validation time (field path, message, fix)."""
+        if self.losses is not None:
+            if not self.losses:
+                return (("losses",), "the loss list is empty", "add at least one term, e.g. {name: kl, weight: 1.0}")
+            if "alpha" in self.model_fields_set:
+                return (("alpha",), "alpha only applies when `losses` is not given",
+                        "remove alpha and set the weights of the kl and ce terms")
+        sparse = self.cache.enabled and self.cache.mode != "dense"
+        for i, term in enumerate(self.loss_terms()):
+            has_layers = term.student_layers is not None or term.teacher_layers is not None
+            if term.name in LOGIT_TERMS and (has_layers or term.evenly):
+                return (("losses", i), f'"{term.name}" is a logit loss and takes no layers',
+                        "remove student_layers/teacher_layers/evenly, or use a feature loss")
+            if term.name in FEATURE_TERMS:
+                if bool(term.evenly) == has_layers:
+                    return (("losses", i), f'feature loss "{term.name}" needs either `evenly: N` or student_layers + teacher_layers',
+                            "e.g. {name: mse, evenly: 2} or {name: mse, student_layers: ['0.2'], teacher_layers: ['0.5']}")
+                if has_layers and len(term.student_layers or []) != len(term.teacher_layers or []):
+                    return (("losses", i, "teacher_layers"), "student_layers and teacher_layers must have the same length",
+                            "pair each student layer with one teacher layer")
+            if term.name == "rkl" and sparse:
+                return (("cache", "mode"), f"reverse KL needs dense teacher probabilities, not {self.cache.mode}",
+                        "use cache.mode: dense, or skew_rkl (which mixes the student in and stays finite)")
+        if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
+            return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
+                    "use temperature_schedule.kind: constant, or cache.mode: dense/topk")
+        problem = self.strategy.check()
+        if problem:
+            return (("strategy", *problem[0]), problem[1], problem[2])
+        from ..errors import UserError
+        from ..models import check_model_config
+
+        specs = [(("strategy", "teachers", k, "model"), t.model) for k, t in enumerate(self.strategy.teachers)]
+        if isinstance(self.strategy.assistants, list):
+            specs += [(("strategy", "assistants", k), s) for k, s in enumerate(self.strategy.assistants)]
+        for field, spec in specs:
+            try:
+                check_model_config(spec, ".".join(map(str, field)))
+            except UserError as exc:
+                return (field, exc.message, exc.fix or "")
+        return None
 
 
 @register_stage("distill", DistillConfig, may_follow={START, "distill", "prune"},
-                summary="train a student against the teacher (Hinton KD)")
+                summary="train a student against the teacher(s): logit/feature losses, born-again, assistants, multi-teacher")
 def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> ModelState:
-    import torch
-
-    from .losses import hinton_kd
-    from .trainer import fit
+    from ..teacher import prepare_teacher
+    from .kd import train_student
+    from .strategies import plan_steps
 
     t0 = time.perf_counter()
-    data = ctx.data
-    if cfg.student is not None:
-        spec = dict(cfg.student)
-        student = build_model(spec, data.input_shape, data.num_classes)
-    else:
-        spec, student = state.spec, state.model
-    teacher = state.teacher.eval()
+    data, recipe = ctx.data, ctx.recipe.config
+    strategy = cfg.strategy
+    steps = plan_steps(strategy, cfg.student, state.spec, state.teacher_spec)
 
-    def compute_loss(model, x, y, idx):
-        with torch.no_grad():
-            t_logits = teacher(x)
-        return hinton_kd(model(x), t_logits, y, cfg.temperature, cfg.alpha)
+    teachers, weights, teacher_info = [state.teacher], [1.0], []
+    for k, extra in enumerate(strategy.teachers if strategy.kind == "multi_teacher" else []):
+        model, rec = prepare_teacher(extra, data, seed=recipe.seed + 1000 + k, batch_size=recipe.data.batch_size,
+                                     stage_dir=ctx.stage_dir / f"teacher-{k + 1}", resume=ctx.resume)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        teachers.append(model)
+        weights.append(1.0)
+        teacher_info.append({"name": f"teacher {k + 1}", "spec": extra.model, "params": rec.details["params"],
+                             "val_metric": rec.metric_after})
+    if strategy.kind == "multi_teacher" and strategy.weights is not None:
+        weights = list(strategy.weights)
 
-    recipe = ctx.recipe.config
-    result = fit(student, data.train, data.val, compute_loss, cfg.train,
-                 batch_size=cfg.train.batch_size or recipe.data.batch_size, seed=recipe.seed, task=data.task,
-                 label=f"stage {ctx.index} (distill)", checkpoint=ctx.stage_dir / "train_state.pt", resume=ctx.resume)
+    trained: list[Any] = []
+    reports: list[dict[str, Any]] = []
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        if last and cfg.student is None and strategy.kind in ("kd", "multi_teacher", "assistants"):
+            student = state.model  # "omit student to keep training the current model"
+        else:
+            student = build_model(step.spec, data.input_shape, data.num_classes)
+        step_teachers = teachers if step.teacher == -1 else [trained[step.teacher].eval()]
+        for p in (step_teachers[0].parameters() if step.teacher != -1 else []):
+            p.requires_grad_(False)
+        info = train_student(step.name, student, step_teachers, weights if step.teacher == -1 else [1.0], cfg, ctx,
+                             seed=recipe.seed + i, checkpoint=ctx.stage_dir / f"train_state-{i}.pt")
+        for p in student.parameters():
+            p.requires_grad_(True)
+        trained.append(student)
+        taught_by = "teacher" if step.teacher == -1 else steps[step.teacher].name
+        if step.teacher == -1 and len(teachers) > 1:
+            taught_by = ["teacher", *(t["name"] for t in teacher_info)]
+        reports.append({"name": step.name, "role": step.role, "spec": step.spec, "teacher": taught_by, **info})
+
+    chosen = len(steps) - 1
+    if strategy.kind == "born_again" and strategy.keep == "best":
+        sign = 1 if METRICS[data.task][1] else -1
+        chosen = max(range(len(steps)), key=lambda j: sign * reports[j]["val_metric"])
+    student, spec = trained[chosen], steps[chosen].spec
+    if chosen == len(steps) - 1 and cfg.student is None and strategy.kind in ("kd", "multi_teacher", "assistants"):
+        spec = state.spec
+    final = reports[chosen]
     record = StageRecord(
         index=ctx.index, kind="distill", settings=cfg.model_dump(mode="json"), seconds=time.perf_counter() - t0,
-        metric_after=result.best_metric,
-        details={"params": sum(p.numel() for p in student.parameters()), "best_epoch": result.best_epoch,
-                 "epochs_run": result.epochs_run, "history": result.history,
-                 "resumed_from_epoch": result.resumed_from_epoch},
+        metric_after=final["val_metric"],
+        details={"strategy": strategy.kind, "params": final["params"], "best_epoch": final["best_epoch"],
+                 "epochs_run": final["epochs_run"], "history": final["history"],
+                 "resumed_from_epoch": final["resumed_from_epoch"], "chosen_step": steps[chosen].name,
+                 "teachers": teacher_info, "teacher_weights": weights, "world_size": final["world_size"],
+                 "cache": final["cache"], "steps": [{k: v for k, v in r.items() if k != "history"} for r in reports]},
     )
     return ModelState(student, spec, state.teacher, state.teacher_spec, None, [*state.lineage, record])

@@ -3,6 +3,11 @@
 It owns the hygiene every stage needs: seeding, a learning-rate schedule, gradient clipping, the best
 checkpoint on the validation split, early stopping, a per-epoch checkpoint for `--resume`, and a clear stop
 on a NaN or infinite loss (the last good checkpoint stays on disk).
+
+Under `torchrun` it runs unchanged with DistributedDataParallel: every rank walks the same shuffled order
+and takes its share of each global batch (so the global batch, and the result, match a single process),
+rank 0's BatchNorm statistics and validation metric are broadcast so every rank makes the same best-epoch
+and early-stopping choices, and only rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ..io import atomic_path
 from ..progress import track
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# on_step(epoch, global_step, total_steps), called before each step (temperature schedules, augmentation)
+StepHook = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -36,6 +43,7 @@ class FitResult:
     epochs_run: int
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    world_size: int = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -77,13 +85,22 @@ def fit(
     checkpoint: Path | None = None,
     resume: bool = False,
     extra_params: list[nn.Parameter] | None = None,
+    on_step: StepHook | None = None,
 ) -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
     `compute_loss(model, x, y, idx)` gets the sample indices too, so a teacher-output cache can be read.
     `extra_params` are trained with the model but are not part of it (e.g. feature adapters).
+    Under torchrun, `compute_loss` receives the DistributedDataParallel wrapper: call it, do not unwrap it.
     """
+    from . import distributed as dd
+
     seed_everything(seed)
+    dd.setup()
+    world, rank = dd.world_size(), dd.rank()
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
     params = list(model.parameters()) + list(extra_params or [])
     optimizer = make_optimizer(params, cfg)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
@@ -117,13 +134,16 @@ def fit(
         running, count = 0.0, 0
         for step in range(steps_per_epoch):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            if len(batch) < 2 and step > 0:
+            if len(batch) < 2 * world and step > 0:
                 continue  # a batch of one breaks BatchNorm
+            batch = batch[rank::world]  # this rank's share of the global batch
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, global_step, total, warmup)
-            loss = compute_loss(model, x[batch], y[batch], idx[batch])
-            if not torch.isfinite(loss):
+            if on_step is not None:
+                on_step(epoch, global_step, total)
+            loss = compute_loss(net, x[batch], y[batch], idx[batch])
+            if not _finite_everywhere(loss, world):
                 kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and checkpoint.exists() else ""
                 raise UserError(
                     f"loss became {loss.item()} in {label} at epoch {epoch + 1}, step {step + 1}{kept}",
@@ -132,12 +152,16 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                _average_grads(extra_params or [], world)  # DDP syncs the model's gradients, not the adapters'
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             running += loss.item() * len(batch)
             count += len(batch)
+        dd.broadcast_module_state(model)
         metric = score(torch_predictor(model), val, task) if len(val) else -running / max(count, 1)
+        metric = dd.broadcast_float(metric)
         history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric})
         improved = metric > best_metric if higher else metric < best_metric
         if improved or best_state is None:
@@ -145,13 +169,33 @@ def fit(
             stale = 0
         else:
             stale += 1
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch)
         if cfg.patience and stale >= cfg.patience:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_metric, best_epoch, len(history), history, resumed_from)
+    return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world)
+
+
+def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
+    """Finite on every rank (a NaN on one rank must stop all of them, or the others hang in all-reduce)."""
+    if world == 1:
+        return bool(torch.isfinite(loss))
+    import torch.distributed as dist
+
+    flag = torch.tensor([0.0 if torch.isfinite(loss) else 1.0])
+    dist.all_reduce(flag)
+    return flag.item() == 0.0
+
+
+def _average_grads(params: list[nn.Parameter], world: int) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch) -> None:

@@ -1,0 +1,44 @@
+"""Random translation of image batches, reproducible from (seed, epoch).
+
+Augmentation is decided per epoch for the whole training split, so the teacher's outputs for an epoch can
+be cached and reused by every later student that trains with the same seed and settings, and so every rank
+under torchrun sees the same augmented sample.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..config import Strict
+
+
+class AugmentConfig(Strict):
+    shift: int = Field(0, ge=0, le=16, description="random translation of images by up to this many pixels (0: off)")
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0
+
+
+def epoch_shifts(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> torch.Tensor:
+    """(n, 2) integer shifts (dy, dx) for every training sample in `epoch`."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randint(-cfg.shift, cfg.shift + 1, (n, 2), generator=g)
+
+
+def apply_shifts(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate each image (N, C, H, W) by its (dy, dx), filling with zeros; other ranks pass through."""
+    if x.dim() != 4 or not len(x):
+        return x
+    pad = int(shifts.abs().max())
+    if pad == 0:
+        return x
+    h, w = x.shape[2], x.shape[3]
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out = torch.empty_like(x)
+    for dy, dx in torch.unique(shifts, dim=0).tolist():
+        rows = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+        out[rows] = padded[rows, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+    return out

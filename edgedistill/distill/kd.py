@@ -1,0 +1,193 @@
+"""Train one student against one or more teachers with the recipe's weighted sum of loss terms.
+
+This is where the pieces meet: teacher outputs (cached or live, possibly augmented per epoch), the
+temperature schedule, logit terms, feature terms with their recorders and connectors, and `fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import distributed as dd
+from .augment import apply_shifts, epoch_shifts
+from .cache import Targets, TeacherOutputs, count_calls, load_or_build
+from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
+from .losses import LOGIT_LOSSES, standardize
+from .schedules import TemperatureState
+from .trainer import fit
+
+
+def _feature_terms(cfg, student: nn.Module, teacher: nn.Module) -> list[FeatureTerm]:
+    terms = []
+    for i, term in enumerate(cfg.loss_terms()):
+        if term.name not in FEATURE_LOSSES:
+            continue
+        where = f"losses.{i}"
+        if term.evenly:
+            s_names, t_names = evenly_spaced(student, term.evenly), evenly_spaced(teacher, term.evenly)
+            n = min(len(s_names), len(t_names))
+            s_names, t_names = s_names[-n:], t_names[-n:]
+        else:
+            s_names, t_names = list(term.student_layers or []), list(term.teacher_layers or [])
+            check_layers(student, s_names, f"{where}.student_layers")
+            check_layers(teacher, t_names, f"{where}.teacher_layers")
+        terms.append(FeatureTerm(term.name, term.weight, list(zip(s_names, t_names, strict=True))))
+    return terms
+
+
+def train_student(
+    name: str,
+    student: nn.Module,
+    teachers: list[nn.Module],
+    weights: list[float],
+    cfg: Any,
+    ctx: Any,
+    *,
+    seed: int,
+    checkpoint: Path | None,
+) -> dict[str, Any]:
+    """Distill `teachers` into `student` (in place, best validation epoch kept); returns the step's report entry."""
+    t0 = time.perf_counter()
+    data, recipe = ctx.data, ctx.recipe.config
+    batch_size = cfg.train.batch_size or recipe.data.batch_size
+    terms = cfg.loss_terms()
+    logit_terms = [t for t in terms if t.name in LOGIT_LOSSES]
+    needs_teacher = any(t.name != "ce" for t in logit_terms)
+    temp = TemperatureState(cfg.temperature, cfg.temperature_schedule)
+    transform = standardize if cfg.standardize else None
+    aug = cfg.augment
+    x_train = torch.from_numpy(data.train.x)
+    n_train = len(data.train)
+
+    # features: recorders on both networks, connectors sized by one dry forward pass
+    feature_terms = _feature_terms(cfg, student, teachers[0])
+    s_rec = Recorder(student, [s for ft in feature_terms for s, _ in ft.pairs]) if feature_terms else None
+    t_rec = Recorder(teachers[0], [t for ft in feature_terms for _, t in ft.pairs]) if feature_terms else None
+    connectors = nn.ModuleList()
+    if feature_terms:
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            probe = x_train[: min(4, n_train)]
+            student(probe)
+            teachers[0](probe)
+        student.train(was_training)
+        for ft in feature_terms:
+            ft.build_connectors(s_rec.outputs, t_rec.outputs)
+            connectors.append(ft.connectors)
+
+    # teacher outputs: cached (once, or once per epoch with augmentation) or live
+    cache_dir = Path(cfg.cache.dir).expanduser() if cfg.cache.dir else ctx.run_dir / "cache"
+    live_reason = None
+    if not needs_teacher and not feature_terms:
+        live_reason = "no teacher term"
+    elif not cfg.cache.enabled:
+        live_reason = "cache.enabled is false"
+    elif aug.active and cfg.cache.augmented == "off":
+        live_reason = "random augmentation with cache.augmented: off"
+    live = [live_reason is not None] * len(teachers)
+    if feature_terms:
+        live[0] = True  # feature terms need the teacher's activations for every step
+    counters = [count_calls(t) for t in teachers]
+    outputs: list[TeacherOutputs | None] = [None] * len(teachers)
+    cache_events: list[dict[str, Any]] = []
+    epoch_state: dict[str, Any] = {"epoch": None, "shifts": None}
+
+    def load_outputs(x_all: torch.Tensor, epoch: int | None) -> None:
+        for k, teacher in enumerate(teachers):
+            if live[k] or not needs_teacher:
+                continue
+            settings = {"augment": aug.model_dump(), "epoch": epoch, "seed": seed if aug.active else None,
+                        "standardize": cfg.standardize}
+            outputs[k], info = load_or_build(teacher, x_all.numpy(), cfg.cache, cache_dir, temperature=cfg.temperature,
+                                             settings=settings, seed=seed, transform=transform,
+                                             write=dd.is_main_process())
+            cache_events.append({"teacher": k, "epoch": epoch, **info})
+
+    if not aug.active:
+        load_outputs(x_train, None)
+
+    def on_step(epoch: int, step: int, total: int) -> None:
+        temp.at_step(step, total)
+        if aug.active and epoch_state["epoch"] != epoch:
+            epoch_state["epoch"] = epoch
+            epoch_state["shifts"] = epoch_shifts(aug, n_train, seed, epoch)
+            if not all(live):
+                load_outputs(apply_shifts(x_train, epoch_state["shifts"]), epoch)
+
+    def teacher_targets(k: int, x: torch.Tensor, idx: torch.Tensor) -> Targets:
+        if outputs[k] is not None and not live[k]:
+            return outputs[k].targets(idx)
+        with torch.no_grad():
+            logits = teachers[k].eval()(x)
+        return Targets("dense", transform(logits) if transform else logits)
+
+    total_w = sum(weights)
+
+    def teacher_probs(targets: list[Targets], t: float) -> torch.Tensor:
+        return sum(w / total_w * tg.probs(t) for w, tg in zip(weights, targets, strict=True))
+
+    def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if aug.active:
+            x = apply_shifts(x, epoch_state["shifts"][idx])
+        s = model(x)
+        t = temp.value
+        loss = s.new_zeros(())
+        if needs_teacher or feature_terms:
+            targets = [teacher_targets(k, x, idx) for k in range(len(teachers))]
+            p = teacher_probs(targets, t)
+            s_kd = standardize(s) if cfg.standardize else s
+            for term in logit_terms:
+                logits = s if term.name == "ce" else s_kd
+                loss = loss + term.weight * LOGIT_LOSSES[term.name](logits, p, y, t, term.skew)
+            for ft in feature_terms:
+                loss = loss + ft(s_rec.outputs, t_rec.outputs)
+            if cfg.temperature_schedule.kind == "dynamic":
+                with torch.no_grad():
+                    temp.observe_gap(LOGIT_LOSSES["kl"](s_kd, teacher_probs(targets, 1.0), y, 1.0, 0.0).item())
+        else:
+            for term in logit_terms:
+                loss = loss + term.weight * LOGIT_LOSSES[term.name](s, None, y, t, term.skew)
+        return loss
+
+    try:
+        result = fit(student, data.train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
+                     task=data.task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
+                     resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step)
+    finally:
+        for rec in (s_rec, t_rec):
+            if rec is not None:
+                rec.remove()
+        for _, handle in counters:
+            handle.remove()
+    if not (aug.active or live_reason or all(live)):
+        cache_use = "once"
+    elif aug.active and not all(live):
+        cache_use = "per_epoch"
+    else:
+        cache_use = "off"
+    return {
+        "params": sum(p.numel() for p in student.parameters()),
+        "val_metric": result.best_metric,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "history": result.history,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "temperature_final": temp.value,
+        "teacher_forward_calls": [c[0] for c, _ in counters],
+        "cache": {"use": cache_use, "mode": cfg.cache.mode if cache_use != "off" else None,
+                  "reason": live_reason or ("feature terms need the teacher's activations" if feature_terms else None),
+                  "hits": sum(e["hit"] for e in cache_events), "misses": sum(not e["hit"] for e in cache_events),
+                  "keys": sorted({e["key"] for e in cache_events})},
+        "features": [{"loss": ft.loss, "weight": ft.weight, "pairs": [list(p) for p in ft.pairs],
+                      "connectors": len(ft.connectors)} for ft in feature_terms],
+        "connector_params": sum(p.numel() for p in connectors.parameters()),
+        "world_size": result.world_size,
+    }
+
