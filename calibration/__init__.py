@@ -1,5 +1,5 @@
 """Calibration data for static quantization: sample selection and a streaming reader."""
 
-from .reader import ArrayCalibrationReader, select_samples
+from .reader import SELECTIONS, ArrayCalibrationReader, select_samples, strided_window
 
-__all__ = ["ArrayCalibrationReader", "select_samples"]
+__all__ = ["SELECTIONS", "ArrayCalibrationReader", "select_samples", "strided_window"]

@@ -1,1 +1,2 @@
-"""Quantization: post-training through ONNX Runtime's tools, with per-target presets."""
+"""Quantization judged on the file: ORT PTQ (static QDQ / dynamic) and fp16 with per-target presets, QAT with
+the teacher (quantized distillation), accuracy-aware fallback, a keep policy, and a per-op report."""

@@ -1,40 +1,119 @@
-"""Post-training quantization of an ONNX file with ONNX Runtime's quantization tools."""
+"""Post-training quantization of an ONNX file with ONNX Runtime's own tools: static QDQ, dynamic, and fp16.
+
+Everything here takes a float ONNX file and writes another file; the caller judges the result by running
+that file. Node names in `nodes_to_exclude` are those of the pre-processed float file (`preprocess`).
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..io import atomic_path
+from .presets import Preset
+
+# Ops whose float kernels dominate time and that ORT quantizes with weights: the units of fallback.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def preprocess(float_path: Path, out_path: Path) -> Path:
+    """ORT's recommended pre-pass (shape inference + graph cleanup) before quantization.
+
+    `skip_symbolic_shape` because the symbolic shape pass fails on BERT-like graphs (see DESIGN.md)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with atomic_path(out_path) as tmp:
+        quant_pre_process(str(float_path), str(tmp), skip_symbolic_shape=True)
+    return out_path
+
+
+def input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+def quantizable_nodes(path: Path, op_types: tuple[str, ...] = WEIGHTED_OPS) -> list[str]:
+    """Names of the nodes of `op_types` in graph order (the candidates for staying in float)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in op_types]
+
+
+def _calibration_method(method: str):
+    import onnxruntime.quantization as q
+
+    table = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+             "percentile": q.CalibrationMethod.Percentile}
+    if method not in table:
+        raise UserError(f'unknown calibration method "{method}"', where="calibration.method",
+                        fix=f"use one of: {', '.join(METHODS)}")
+    return table[method]
 
 
 def quantize_static_qdq(
-    float_path: Path, out_path: Path, calib_x: np.ndarray, calib_idx: np.ndarray, *,
-    preset: dict[str, Any], per_channel: bool, method: str = "minmax", batch_size: int = 32,
+    pre_path: Path, out_path: Path, calib_x: np.ndarray, calib_idx: np.ndarray, *,
+    preset: Preset, per_channel: bool, method: str = "minmax", batch_size: int = 32,
+    max_batches_in_memory: int = 8, percentile: float = 99.999, nodes_to_exclude: list[str] | None = None,
+    cache_path: Path | None = None,
 ) -> Path:
-    """Static int8 in QDQ format, calibrated on the selected samples (streamed in batches)."""
+    """Static int8 in QDQ format, calibrated on the selected samples, streamed in bounded windows.
+
+    `cache_path` keeps the calibrated tensor ranges: later calls with other `nodes_to_exclude` reuse them,
+    so accuracy-aware fallback does not re-run calibration for every candidate."""
     import onnxruntime.quantization as q
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgedistill.calibration import ArrayCalibrationReader
+    from edgedistill.calibration import ArrayCalibrationReader, strided_window
 
-    pre = out_path.with_name(out_path.stem + ".pre.onnx")
-    quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-    import onnx
-
-    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-    reader = ArrayCalibrationReader(calib_x, calib_idx, input_name, batch_size)
-    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-               "percentile": q.CalibrationMethod.Percentile}
+    reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size)
+    extra = {"ActivationSymmetric": preset.activation_symmetric, "WeightSymmetric": preset.weight_symmetric,
+             "CalibPercentile": percentile, **preset.extra_options}
+    window = strided_window(len(reader), max_batches_in_memory)
+    if window:
+        extra["CalibStridedMinMax"] = window  # despite the name, ORT strides every calibrator this way
+    kwargs = {}
+    if cache_path is not None and "calibration_cache_path" in inspect.signature(q.quantize_static).parameters:
+        kwargs["calibration_cache_path"] = str(cache_path)
     with atomic_path(out_path) as tmp:
         q.quantize_static(
-            str(pre), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
-            activation_type=getattr(q.QuantType, preset["activation_type"]),
-            weight_type=getattr(q.QuantType, preset["weight_type"]),
-            per_channel=per_channel, reduce_range=preset.get("reduce_range", False),
-            calibrate_method=methods[method],
+            str(pre_path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
+            activation_type=getattr(q.QuantType, preset.activation_type),
+            weight_type=getattr(q.QuantType, preset.weight_type),
+            per_channel=per_channel, reduce_range=preset.reduce_range,
+            calibrate_method=_calibration_method(method), nodes_to_exclude=list(nodes_to_exclude or []),
+            extra_options=extra, **kwargs,
         )
-    pre.unlink(missing_ok=True)
+    return out_path
+
+
+def quantize_dynamic_int8(pre_path: Path, out_path: Path, *, preset: Preset, per_channel: bool,
+                          nodes_to_exclude: list[str] | None = None) -> Path:
+    """Dynamic int8: weights quantized offline, activations at run time (no calibration data).
+
+    Good for MatMul-heavy models (transformers); on convolutions ORT falls back to ConvInteger, which is
+    often slower than float, so measure before shipping (the stage does)."""
+    import onnxruntime.quantization as q
+
+    with atomic_path(out_path) as tmp:
+        q.quantize_dynamic(str(pre_path), str(tmp), per_channel=per_channel, reduce_range=preset.reduce_range,
+                           weight_type=getattr(q.QuantType, preset.weight_type),
+                           nodes_to_exclude=list(nodes_to_exclude or []),
+                           extra_options={"WeightSymmetric": preset.weight_symmetric})
+    return out_path
+
+
+def convert_fp16(float_path: Path, out_path: Path, nodes_to_exclude: list[str] | None = None) -> Path:
+    """Float16 weights and compute, float32 inputs and outputs (a drop-in file for the app team)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(float_path))
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(nodes_to_exclude or []) or None)
+    with atomic_path(out_path) as tmp:
+        onnx.save(half, str(tmp))
     return out_path

@@ -1,57 +1,262 @@
-"""The `quantize` stage: post-training static int8 (QDQ) through ONNX Runtime, judged on the quantized file."""
+"""The `quantize` stage: int8 (static QDQ, dynamic, or QAT with the teacher) or fp16, judged on the file.
+
+Flow: export the float student → quantize with the target's preset → score the quantized FILE in ONNX
+Runtime → if it lost more than `fallback.max_drop`, keep the most sensitive nodes in float until it does
+not → time quantized vs float side by side on the target → `keep` decides which file ships → per-op
+report. Everything the decision rests on goes into the stage's details in report.json.
+"""
 
 from __future__ import annotations
 
+import shutil
 import time
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
-from ..config import Strict
+from ..config import Strict, TrainConfig
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
 
+DEFAULT_FALLBACK_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+
 
 class CalibrationConfig(Strict):
-    samples: int = Field(256, ge=1, description="training samples used for calibration")
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    selection: Literal["random", "balanced"] = "random"
-    batch_size: int = Field(32, ge=1)
+    samples: int = Field(256, ge=1, description="training samples used for calibration (a cap: memory stays bounded)")
+    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="how activation ranges are set")
+    selection: Literal["random", "balanced", "first"] = Field(
+        "random", description="random, class-balanced (round robin over labels), or the first N samples")
+    batch_size: int = Field(32, ge=1, description="samples per calibration batch")
+    max_batches_in_memory: int = Field(
+        8, ge=1, description="calibration streams windows of at most this many batches (bounds activation memory)")
+    percentile: float = Field(99.999, gt=50, le=100, description="percentile method: share of |activations| kept")
+
+
+class QATConfig(Strict):
+    """Quantized distillation: the fake-quantized student learns from the full-precision teacher."""
+
+    temperature: float = Field(2.0, gt=0, le=100, description="KD temperature; low values suit low bit-widths")
+    alpha: float = Field(0.9, ge=0, le=1, description="weight of the KD term; 1 − alpha goes to label cross-entropy")
+    observe_epochs: int | None = Field(
+        None, ge=1, description="epochs during which the quantization scales still move; then frozen (null: all)")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-3))
+
+
+class FallbackConfig(Strict):
+    """Accuracy-aware fallback: keep the most sensitive nodes in float until the quantized file meets the budget."""
+
+    max_drop: float | None = Field(
+        None, ge=0, description="largest metric drop of the quantized file vs the float file (val split); null: off")
+    max_float_nodes: int = Field(4, ge=1, description="give up after this many nodes are back in float")
+    op_types: list[str] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_OPS),
+                                description="node types that may fall back to float")
 
 
 class QuantizeConfig(Strict):
-    method: Literal["static"] = "static"
-    per_channel: bool | None = Field(None, description="per-channel weight scales; default from the target preset")
-    preset: str | None = Field(None, description="quantization preset; default: the first target's preset")
+    method: Literal["static", "dynamic", "qat", "fp16"] = Field(
+        "static", description="static QDQ PTQ, dynamic int8, QAT with the teacher, or fp16 conversion")
+    preset: str | None = Field(None, description="quantization preset; default: the first target's quant_preset")
+    per_channel: bool | None = Field(None, description="per-channel weight scales; default from the preset")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    qat: QATConfig = Field(default_factory=QATConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names always kept in float")
+    keep: Literal["quantized", "fastest", "smallest"] = Field(
+        "quantized", description="which file ships: the quantized one, the faster, or the smaller of float/quantized")
+    measure_latency: bool = Field(True, description="time quantized vs float on the first usable target")
+
+    def check(self):
+        from .presets import PRESETS
+
+        if self.preset is not None and self.preset not in PRESETS:
+            return (("preset",), f'unknown quantization preset "{self.preset}"', f"use one of: {', '.join(PRESETS)}")
+        if self.method == "qat" and self.fallback.max_drop is not None:
+            return (("fallback", "max_drop"), "fallback works on post-training quantization, not on QAT",
+                    "remove fallback.max_drop, or use method: static")
+        if self.method == "qat" and self.preset == "fp16":
+            return (("preset",), "QAT trains for int8; the fp16 preset has no integer grid",
+                    "use method: fp16, or an int8 preset")
+        return None
+
+
+def _effective_method(cfg: QuantizeConfig, precision: str) -> str:
+    """An fp16 target turns post-training int8 into fp16 conversion (the target cannot run int8 well)."""
+    if precision == "fp16" and cfg.method in ("static", "dynamic"):
+        return "fp16"
+    return cfg.method
 
 
 @register_stage("quantize", QuantizeConfig, may_follow={START, "distill", "prune"},
-                summary="int8 post-training quantization (ONNX Runtime, QDQ)")
+                summary="int8 (static QDQ / dynamic / QAT with the teacher) or fp16, with fallback and a keep policy")
 def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> ModelState:
-    from edgedistill.calibration import select_samples
+    from edgedistill.calibration import select_samples, strided_window
 
-    from ..evaluate import evaluate_onnx
+    from ..errors import UserError
+    from ..evaluate import METRICS, evaluate_onnx
     from ..export import export_onnx
     from ..target import load_target
-    from .presets import PRESETS
-    from .ptq import quantize_static_qdq
+    from .fallback import accuracy_fallback
+    from .opreport import op_report
+    from .presets import get_preset
+    from .ptq import convert_fp16, input_name, preprocess, quantizable_nodes, quantize_dynamic_int8, quantize_static_qdq
 
     t0 = time.perf_counter()
-    preset_name = cfg.preset or load_target(ctx.recipe.config.targets[0]).quant_preset
-    preset = PRESETS[preset_name]
-    float_path = export_onnx(state.model, ctx.stage_dir / "float.onnx", ctx.data.input_shape)
-    train = ctx.data.train
-    idx = select_samples(train.y, cfg.calibration.samples, cfg.calibration.selection, ctx.recipe.config.seed)
-    per_channel = preset["per_channel"] if cfg.per_channel is None else cfg.per_channel
-    out = quantize_static_qdq(float_path, ctx.stage_dir / "model.int8.onnx", train.x, idx, preset=preset,
-                              per_channel=per_channel, method=cfg.calibration.method,
-                              batch_size=cfg.calibration.batch_size)
-    metric = evaluate_onnx(out, ctx.data.val, ctx.data.task)
+    recipe, data, sdir = ctx.recipe.config, ctx.data, ctx.stage_dir
+    preset_name = cfg.preset or load_target(recipe.targets[0]).quant_preset
+    preset = get_preset(preset_name, where=f"stage {ctx.index} (quantize): preset")
+    method = _effective_method(cfg, preset.precision)
+    if method == "qat" and preset.precision == "fp16":
+        raise UserError(f'QAT trains for int8, but the preset "{preset_name}" is fp16',
+                        where=f"stage {ctx.index} (quantize)", fix="use method: fp16, or set preset to an int8 one")
+    precision = "fp16" if method == "fp16" else "int8"
+    per_channel = preset.per_channel if cfg.per_channel is None else cfg.per_channel
+    higher = METRICS[data.task][1]
+    sign = 1.0 if higher else -1.0
+
+    def val_metric(path: Path) -> float:
+        return evaluate_onnx(path, data.val, data.task)
+
+    float_path = export_onnx(state.model, sdir / "float.onnx", data.input_shape)
+    pre = preprocess(float_path, sdir / "float.pre.onnx")
+    float_metric = val_metric(float_path)
+    cal = cfg.calibration
+    calib_idx = select_samples(data.train.y, cal.samples, cal.selection, recipe.seed)
+    details: dict[str, Any] = {"preset": preset_name, "preset_settings": preset.to_json(), "method": method,
+                               "per_channel": per_channel, "float_val_metric": float_metric}
+    if method == "static":
+        n_batches = -(-len(calib_idx) // cal.batch_size)
+        details["calibration"] = {"samples": len(calib_idx), "method": cal.method, "selection": cal.selection,
+                                  "batches": n_batches,
+                                  "window_batches": strided_window(n_batches, cal.max_batches_in_memory) or n_batches}
+
+    def build(excluded: list[str], out: Path) -> Path:
+        if method == "static":
+            return quantize_static_qdq(pre, out, data.train.x, calib_idx, preset=preset, per_channel=per_channel,
+                                       method=cal.method, batch_size=cal.batch_size,
+                                       max_batches_in_memory=cal.max_batches_in_memory, percentile=cal.percentile,
+                                       nodes_to_exclude=excluded, cache_path=sdir / "calibration.json")
+        if method == "dynamic":
+            return quantize_dynamic_int8(pre, out, preset=preset, per_channel=per_channel, nodes_to_exclude=excluded)
+        return convert_fp16(pre, out, nodes_to_exclude=excluded)
+
+    model_out = state.model
+    quant_path = sdir / f"model.{precision}.onnx"
+    steps: list[Any] = []
+    if method == "qat":
+        quant_path, model_out, details["qat"] = _run_qat(state, cfg, ctx, preset, per_channel, calib_idx, quant_path)
+    elif cfg.fallback.max_drop is not None:
+        fb = cfg.fallback
+        nodes = quantizable_nodes(pre, tuple(fb.op_types))
+        result = accuracy_fallback(nodes, sign * float_metric, fb.max_drop, build, lambda p: sign * val_metric(p),
+                                   sdir / "fallback", fb.max_float_nodes, forced=cfg.nodes_to_exclude)
+        shutil.copyfile(result.best.path, quant_path)
+        steps = result.steps
+        details["fallback"] = {
+            "budget": fb.max_drop, "met": result.met_budget, "candidates": nodes,
+            "float_nodes": result.best.float_nodes,
+            "steps": [{"float_nodes": s.float_nodes, "val_metric": sign * s.metric} for s in steps],
+            "sensitivity": [{**r, "metric_if_float": sign * r["metric_if_float"], "recovered": r["recovered"]}
+                            for r in result.sensitivity],
+        }
+        if not result.met_budget:
+            ctx.log(f"quantize: the budget (drop ≤ {fb.max_drop}) was not met with {len(result.best.float_nodes)} "
+                    f"float node(s); shipping the best file found ({sign * result.best.metric:.4f} on val)")
+    else:
+        build(list(cfg.nodes_to_exclude), quant_path)
+    quant_metric = val_metric(quant_path)
+    details.update(quantized_val_metric=quant_metric, drop=round(sign * (float_metric - quant_metric), 6),
+                   nodes_kept_float=details.get("fallback", {}).get("float_nodes", list(cfg.nodes_to_exclude)))
+
+    ratio, timing = _time_it(cfg, ctx, float_path, quant_path, precision, steps, details)
+    from .keep import decide
+
+    decision = decide(cfg.keep, float_path, quant_path, ratio, precision)
+    details["keep"] = decision
+    ctx.log(f"quantize: {decision['reason']}")
+    shipped = quant_path if decision["shipped"] == precision else float_path
+    feed_name = input_name(float_path)
+    details["op_report"] = {precision: op_report(quant_path, {feed_name: data.val.x[:1]},
+                                                 threads=timing.get("threads", 1))}
+    metric = quant_metric if shipped == quant_path else float_metric
     record = StageRecord(
         index=ctx.index, kind="quantize", settings=cfg.model_dump(mode="json"), seconds=time.perf_counter() - t0,
-        metric_after=metric, artifacts=[str(out.relative_to(ctx.run_dir))],
-        details={"preset": preset_name, "per_channel": per_channel, "calibration_samples": len(idx),
-                 "float_val_metric": evaluate_onnx(float_path, ctx.data.val, ctx.data.task)},
+        metric_after=metric, artifacts=[str(p.relative_to(ctx.run_dir)) for p in (float_path, quant_path)],
+        details=details,
     )
-    return ModelState(state.model, state.spec, state.teacher, state.teacher_spec, out, [*state.lineage, record])
+    return ModelState(model_out, state.spec, state.teacher, state.teacher_spec, shipped, [*state.lineage, record])
+
+
+def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path: Path, precision: str,
+             steps: list, details: dict[str, Any]) -> tuple[dict | None, dict]:
+    """Interleaved float vs quantized latency (plus each fallback step, to price every float node)."""
+    from ..profile import latency_stats
+    from .keep import pick_target, ratio_vs, time_side_by_side
+    from .ptq import input_name
+
+    if not cfg.measure_latency:
+        details["latency"] = {"measured": False, "reason": "measure_latency: false"}
+        return None, {}
+    target, reasons = pick_target(ctx.recipe.config.targets)
+    if target is None:
+        details["latency"] = {"measured": False, "reason": "; ".join(reasons)}
+        return None, {}
+    prof = ctx.recipe.config.profile
+    batch = prof.batch or target.batch_sizes[0]
+    x = ctx.data.val.x if len(ctx.data.val) >= batch else ctx.data.train.x
+    feed = {input_name(float_path): x[:batch]} if len(x) >= batch else None
+    files = {"float": float_path, precision: quant_path}
+    files.update({f"step{i}": s.path for i, s in enumerate(steps)})
+    stats = time_side_by_side(files, target, prof, feed)
+    ratio = ratio_vs(stats, "float", precision)
+    summary = {k: {m: round(v, 5) for m, v in latency_stats(s["samples_ms"], batch).items()
+                   if m in ("p50_ms", "p90_ms", "mean_ms")} for k, s in stats.items()}
+    details["latency"] = {"measured": True, "target": target.name, "batch": batch, "threads": stats["float"]["threads"],
+                          "runs": stats["float"]["runs"], "float": summary["float"], precision: summary[precision],
+                          "ratio_quantized_vs_float": ratio, "skipped_targets": reasons}
+    if len(steps) > 1 and "fallback" in details:
+        costs = []
+        for i in range(1, len(steps)):
+            node = steps[i].float_nodes[-1]
+            r = ratio_vs(stats, f"step{i - 1}", f"step{i}")
+            costs.append({"node": node, "latency_ratio": r["ratio"],
+                          "p50_ms_delta": round(summary[f"step{i}"]["p50_ms"] - summary[f"step{i - 1}"]["p50_ms"], 5)})
+        details["fallback"]["latency_cost"] = costs
+    return ratio, {"threads": stats["float"]["threads"]}
+
+
+def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, per_channel: bool, calib_idx,
+             out: Path) -> tuple[Path, Any, dict[str, Any]]:
+    """Fake-quantized student × full-precision teacher (Polino et al.), exported to QDQ with its scales."""
+    import torch
+
+    from ..distill.losses import hinton_kd
+    from ..distill.trainer import fit
+    from .qat import ObserveInTraining, export_qdq, fake_vs_file, float_weights_back, prepare_qat
+
+    q, data, recipe = cfg.qat, ctx.data, ctx.recipe.config
+    prepared = prepare_qat(state.model, data.input_shape, preset, per_channel,
+                           torch.from_numpy(data.train.x[calib_idx]))
+    wrapped = ObserveInTraining(prepared, q.observe_epochs)
+    teacher = state.teacher.eval()
+
+    def compute_loss(model, x, y, idx):
+        with torch.no_grad():
+            t_logits = teacher(x)
+        return hinton_kd(model(x), t_logits, y, q.temperature, q.alpha)
+
+    result = fit(wrapped, data.train, data.val, compute_loss, q.train,
+                 batch_size=q.train.batch_size or recipe.data.batch_size, seed=recipe.seed, task=data.task,
+                 label=f"stage {ctx.index} (quantize: qat)", checkpoint=ctx.stage_dir / "qat_state.pt",
+                 resume=ctx.resume)
+    export_qdq(prepared, out, data.input_shape)
+    back = float_weights_back(state.model, prepared)
+    if back is None:
+        ctx.log("quantize: the QAT weights could not be mapped back onto the student's layers; "
+                "the float student in the report is the pre-QAT one (the shipped file has the QAT weights)")
+    info = {"temperature": q.temperature, "alpha": q.alpha, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "fake_quant_val_metric": result.best_metric,
+            "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
+            "fake_quant_vs_file": fake_vs_file(prepared, out, data.val.x[:256]),
+            "float_student_has_qat_weights": back is not None}
+    return out, back if back is not None else state.model, info

@@ -1,0 +1,73 @@
+"""Quantization has to pay: time the quantized file against the float file on the target, then let `keep` decide.
+
+int8 is often *not* faster (tiny models, where Q/DQ overhead beats the cheaper arithmetic; dynamic
+quantization of convolutions; badly placed Q/DQ). So the two files are timed side by side in one run with
+interleaved bursts (`edgedistill.profile.profile_models`), compared as the median of burst-wise ratios,
+and the recipe's policy picks what ships. The decision and its numbers always go into the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from ..io import file_size_mb
+
+KeepPolicy = Literal["quantized", "fastest", "smallest"]
+
+
+def pick_target(target_names: list[str]):
+    """The first recipe target this machine can time (the quantization preset came from the first one)."""
+    from ..target import availability, load_target
+
+    reasons = []
+    for name in target_names:
+        target = load_target(name)
+        ok, why = availability(target)
+        if ok:
+            return target, reasons
+        reasons.append(f"{target.name}: {why}")
+    return None, reasons
+
+
+def time_side_by_side(files: dict[str, Path], target, profile_cfg, feed: dict | None) -> dict[str, dict[str, Any]]:
+    """Interleaved latency of every file on `target` with the recipe's profile settings (raw samples kept)."""
+    from ..profile import profile_models
+
+    batch = profile_cfg.batch or target.batch_sizes[0]
+    return profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
+                          warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)
+
+
+def ratio_vs(stats: dict[str, dict[str, Any]], base: str, other: str) -> dict[str, float]:
+    """`other / base` latency as the median of burst-wise ratios (robust to load on shared machines)."""
+    from ..profile import interleaved_ratio
+
+    return interleaved_ratio(stats[base]["samples_ms"], stats[other]["samples_ms"], int(stats[base]["burst"]))
+
+
+def decide(policy: KeepPolicy, float_path: Path, quant_path: Path, ratio: dict[str, float] | None,
+           precision: str) -> dict[str, Any]:
+    """Which file ships under `policy`, and a sentence that says why in plain words.
+
+    `ratio` is quantized/float latency (None when no target could be timed: `fastest` then keeps the
+    quantized file and says that speed was not measured)."""
+    sizes = {"float": file_size_mb(float_path), precision: file_size_mb(quant_path)}
+    faster = None if ratio is None else ratio["ratio"] < 1.0
+    if ratio is None:
+        speed = "latency was not measured (no usable target on this machine)"
+    elif faster:
+        speed = f"{precision} is faster than float: {ratio['ratio']:.2f}× the float latency"
+    else:
+        speed = f"{precision} is NOT faster than float on this target: {ratio['ratio']:.2f}× the float latency"
+    if policy == "fastest" and faster is False:
+        ship, why = "float", f"keep: fastest ships the float file because {speed}"
+    elif policy == "smallest" and sizes["float"] < sizes[precision]:
+        ship, why = "float", f"keep: smallest ships the float file ({sizes['float']:.3f} MB < {sizes[precision]:.3f} MB)"
+    else:
+        ship = precision
+        why = (f"keep: {policy} ships the {precision} file ({sizes[precision]:.3f} MB vs {sizes['float']:.3f} MB "
+               f"float); {speed}")
+    return {"policy": policy, "shipped": ship, "quantized_faster": faster, "reason": why,
+            "size_mb": {k: round(v, 6) for k, v in sizes.items()},
+            "latency_ratio": ratio}
