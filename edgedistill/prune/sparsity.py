@@ -27,9 +27,9 @@ def cubic_sparsity(step: int, final: float, *, initial: float = 0.0, begin: int 
     """
     if end <= begin:
         return final if step >= begin else initial
-    if step < begin:
+    t = min(begin + ((max(step, begin) - begin) // max(every, 1)) * max(every, 1), end)
+    if t == begin:
         return initial
-    t = min(begin + ((step - begin) // max(every, 1)) * max(every, 1), end)
     return final + (initial - final) * (1.0 - (t - begin) / (end - begin)) ** 3
 
 
