@@ -106,6 +106,9 @@ def test_channel_counts_round_to_a_multiple():
     b = _model(channels=[16, 32])
     prune_structured(b, _x(1), ratio=0.3, round_to=1)
     assert [c.out_channels for c in _convs(b)] == [11, 22]
+    c = _model(channels=[16, 32])
+    prune_structured(c, _x(1), ratio=0.75, round_to=8)
+    assert [c.out_channels for c in _convs(c)] == [8, 8]  # 4 would round to 0: one multiple is kept instead
 
 
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale"])

@@ -148,6 +148,15 @@ def prune_structured(
             raise UserError(f'no layer named "{name}"', where="prune.layer_ratios",
                             fix=f"prunable layers: {', '.join(prunable_layers(model, example))}")
         ratio_dict[names[name]] = float(r)
+    if round_to > 1 and scope == "layer":
+        # Torch-Pruning rounds the kept count *down* to the multiple, and a layer rounded to zero is skipped
+        # entirely; keep at least one multiple instead, so a high ratio never prunes less than a lower one.
+        frozen = {id(m) for m in ignored}
+        for name, width in prunable_layers(model, example, output_transform).items():
+            module = names[name]
+            r = ratio_dict.get(module, ratio)
+            if id(module) not in frozen and width * (1 - r) < round_to:
+                ratio_dict[module] = max(0.0, 1 - round_to / width)
     if importance == "taylor":
         if not grad_batches:
             raise UserError("Taylor importance needs training batches", where="prune.importance", fix="use l2")
@@ -196,14 +205,14 @@ def _width(m: nn.Module) -> int | None:
     return None
 
 
-def prunable_layers(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def prunable_layers(model: nn.Module, example: torch.Tensor, output_transform=None) -> dict[str, int]:
     """Root layers of the pruning groups (name -> output channels), what `layer_ratios` keys refer to.
 
     One name per group: layers coupled by a residual add share a group and so share one ratio.
     """
     from .plan import build_graph
 
-    dg = build_graph(model, example)
+    dg = build_graph(model, example, output_transform)
     skip = output_layers(model, example)
     out: dict[str, int] = {}
     for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv1d, nn.Conv2d, nn.Conv3d,
