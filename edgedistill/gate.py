@@ -4,7 +4,8 @@ Tolerances come from the recipe (`recipe.resolved.gates`: accuracy_drop, size_gr
 min_metric), overridable from the command line. Accuracy and size are read from the reports. Latency is
 never read from them: milliseconds measured on two machines (or two moments on one shared machine) differ
 by 20–50 % with no change to the model. Instead both artifacts are re-profiled here, side by side, in
-interleaved bursts, and the gate compares the median burst-wise ratio current/baseline.
+interleaved bursts (one fresh process each), and the gate compares current/baseline as the median over
+bursts of the ratio of burst minima (profile/compare.py says why minima).
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, bur
         g = r["ratio"] - 1
         passed = g <= limit
         out.append(GateResult(gname, limit, g, passed, detail=(
-            f"current/baseline {r['ratio']:.3f}x (IQR {r['q25']:.3f}-{r['q75']:.3f}, {r['bursts']} interleaved "
-            f"bursts; p50 {stats['baseline']['p50_ms']:.3f} -> {stats['current']['p50_ms']:.3f} ms), "
+            f"current/baseline {r['ratio']:.3f}x (median of burst-minimum ratios over {r['bursts']} interleaved "
+            f"bursts, IQR {r['q25']:.3f}-{r['q75']:.3f}; burst medians {r['ratio_median']:.3f}x; p50 {stats['baseline']['p50_ms']:.3f} -> {stats['current']['p50_ms']:.3f} ms), "
             f"{g:+.1%} ({'<=' if passed else '>'} limit {limit:+.1%})")))
     return out
 

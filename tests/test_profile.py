@@ -49,6 +49,14 @@ def test_interleaved_ratio_ignores_load_shared_by_both_bursts():
     assert r["ratio"] == pytest.approx(2.0) and r["bursts"] == 10
 
 
+def test_interleaved_ratio_ignores_spikes_that_hit_only_one_model():
+    # B is 1.5x A; a neighbour job slows half of the runs in A's bursts 0-4 and B's bursts 5-9 by 40 %.
+    a = [1.0 * (1.4 if b < 5 and i % 2 else 1.0) for b in range(10) for i in range(10)]
+    b = [1.5 * (1.4 if b >= 5 and i % 2 else 1.0) for b in range(10) for i in range(10)]
+    r = interleaved_ratio(a, b, burst=10)
+    assert r["ratio"] == pytest.approx(1.5) and r["q25"] == pytest.approx(1.5)
+
+
 def test_burst_medians_drop_incomplete_tail():
     assert list(burst_medians([1, 2, 3, 10, 20, 30, 99], burst=3)) == [2, 20]
     assert list(burst_medians([5, 7], burst=3)) == [6]
