@@ -84,3 +84,62 @@ def test_interrupted_training_resumes_mid_stage(tmp_path):
     distill = json.loads((run / "report.json").read_text())["stages"][1]["details"]
     assert distill["resumed_from_epoch"] is not None and 1 <= distill["resumed_from_epoch"] < epochs
     assert [h["epoch"] for h in distill["history"]] == list(range(1, epochs + 1))
+
+
+def test_json_output_is_only_json(fast_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "mobile"
+    shutil.copytree(fast_run, run)
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(run), "--resume", "--json", *set_args(FAST))
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert report["schema_version"] == 1
+
+
+def test_teacher_from_checkpoint_and_unloadable_checkpoint(fast_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    weights = fast_run / "stages" / "0-teacher" / "model.safetensors"
+    state_dict = tmp_path / "teacher.pt"
+    torch.save(load_file(str(weights)), state_dict)
+    for ckpt in (weights, state_dict):
+        proc = run_cli("validate", "mobile", "--set", f"teacher.checkpoint={ckpt}", "--set", "teacher.train=null")
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "from_ckpt"
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(out), *set_args(FAST),
+                   "--set", f"teacher.checkpoint={state_dict}", "--set", "teacher.train=null", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads(proc.stdout)
+    original = json.loads((fast_run / "report.json").read_text())
+    assert report["models"]["teacher"]["metric"] == original["models"]["teacher"]["metric"]
+    assert report["stages"][0]["details"]["source"] == str(state_dict)
+
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "x"), "--set", f"teacher.checkpoint={bad}",
+                   "--set", "teacher.train=null")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and "cannot load checkpoint" in proc.stderr
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"0.0.weight": torch.zeros(3)}, wrong)
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "y"), "--set", f"teacher.checkpoint={wrong}",
+                   "--set", "teacher.train=null")
+    assert proc.returncode == 2 and "does not match the model spec" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_nan_loss_stops_with_stage_epoch_and_step(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 1, 8, 8)).astype(np.float32)
+    y = np.arange(200) % 4
+    x[5, 0, 0, 0] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "run"), *set_args(FAST),
+                   "--set", "data.name=npz", "--set", f"data.path={path}")
+    assert proc.returncode == 2, proc.stderr
+    assert "loss became nan in teacher at epoch 1, step" in proc.stderr
+    assert "Traceback" not in proc.stderr
