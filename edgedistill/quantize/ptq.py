@@ -6,7 +6,6 @@ that file. Node names in `nodes_to_exclude` are those of the pre-processed float
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -59,35 +58,45 @@ def _calibration_method(method: str):
 def quantize_static_qdq(
     pre_path: Path, out_path: Path, calib_x: np.ndarray, calib_idx: np.ndarray, *,
     preset: Preset, per_channel: bool, method: str = "minmax", batch_size: int = 32,
-    max_batches_in_memory: int = 8, percentile: float = 99.999, nodes_to_exclude: list[str] | None = None,
-    cache_path: Path | None = None,
+    max_batches_in_memory: int = 8, percentile: float = 99.999, entropy_bins: int = 512,
+    nodes_to_exclude: list[str] | None = None, cache_path: Path | None = None,
 ) -> Path:
     """Static int8 in QDQ format, calibrated on the selected samples, streamed in bounded windows.
 
-    `cache_path` keeps the calibrated tensor ranges: later calls with other `nodes_to_exclude` reuse them,
-    so accuracy-aware fallback does not re-run calibration for every candidate."""
+    Ranges come from `calibration.calibrate_ranges` (ORT's calibrators, windowed) and are cached at
+    `cache_path`: later calls with other `nodes_to_exclude` reuse them, so accuracy-aware fallback does not
+    re-run calibration for every candidate. (On ORT < 1.32, quantize_static calibrates inline instead.)"""
     import onnxruntime.quantization as q
 
-    from edgedistill.calibration import ArrayCalibrationReader, strided_window
+    from edgedistill.calibration import ArrayCalibrationReader, calibrate_ranges, can_cache, strided_window
 
+    calib = _calibration_method(method)
     reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size)
     extra = {"ActivationSymmetric": preset.activation_symmetric, "WeightSymmetric": preset.weight_symmetric,
-             "CalibPercentile": percentile, **preset.extra_options}
-    window = strided_window(len(reader), max_batches_in_memory)
-    if window:
-        extra["CalibStridedMinMax"] = window  # despite the name, ORT strides every calibrator this way
-    kwargs = {}
-    if cache_path is not None and "calibration_cache_path" in inspect.signature(q.quantize_static).parameters:
-        kwargs["calibration_cache_path"] = str(cache_path)
+             **preset.extra_options}
+    kwargs: dict = {}
+    if can_cache():
+        cache = cache_path or out_path.with_name(out_path.name + ".calibration.json")
+        if not cache.exists():
+            calibrate_ranges(pre_path, reader, method, cache, window=min(max_batches_in_memory, len(reader)),
+                             percentile=percentile, entropy_bins=entropy_bins)
+        kwargs, reader = {"calibration_cache_path": str(cache)}, None
+    else:
+        extra["CalibPercentile"] = percentile
+        window = strided_window(len(reader), max_batches_in_memory)
+        if window:
+            extra["CalibStridedMinMax"] = window  # despite the name, ORT strides every calibrator this way
     with atomic_path(out_path) as tmp:
         q.quantize_static(
             str(pre_path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
             activation_type=getattr(q.QuantType, preset.activation_type),
             weight_type=getattr(q.QuantType, preset.weight_type),
             per_channel=per_channel, reduce_range=preset.reduce_range,
-            calibrate_method=_calibration_method(method), nodes_to_exclude=list(nodes_to_exclude or []),
+            calibrate_method=calib, nodes_to_exclude=list(nodes_to_exclude or []),
             extra_options=extra, **kwargs,
         )
+    if cache_path is None and kwargs:
+        Path(kwargs["calibration_cache_path"]).unlink(missing_ok=True)
     return out_path
 
 

@@ -31,6 +31,7 @@ class CalibrationConfig(Strict):
     max_batches_in_memory: int = Field(
         8, ge=1, description="calibration streams windows of at most this many batches (bounds activation memory)")
     percentile: float = Field(99.999, gt=50, le=100, description="percentile method: share of |activations| kept")
+    entropy_bins: int = Field(512, ge=256, le=8192, description="entropy method: histogram bins (128 levels)")
 
 
 class QATConfig(Strict):
@@ -135,6 +136,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
             return quantize_static_qdq(pre, out, data.train.x, calib_idx, preset=preset, per_channel=per_channel,
                                        method=cal.method, batch_size=cal.batch_size,
                                        max_batches_in_memory=cal.max_batches_in_memory, percentile=cal.percentile,
+                                       entropy_bins=cal.entropy_bins,
                                        nodes_to_exclude=excluded, cache_path=sdir / "calibration.json")
         if method == "dynamic":
             return quantize_dynamic_int8(pre, out, preset=preset, per_channel=per_channel, nodes_to_exclude=excluded)

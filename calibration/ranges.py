@@ -1,0 +1,49 @@
+"""Activation ranges computed once with ONNX Runtime's own calibrators, window by window, then cached.
+
+Why not let `quantize_static` calibrate: it feeds the whole reader to one `collect_data` call (histogram
+calibrators then hold every activation of every batch), and it does not pass the histogram size through,
+so its entropy calibration runs with 128 bins for 128 quantized levels — no clipping at all, the same
+ranges as min/max. Here the calibrator gets `num_bins` (entropy needs far more bins than levels to find a
+clipping threshold), is fed one window of batches at a time (it merges ranges / histograms across calls),
+and the ranges go to a JSON cache that `quantize_static(calibration_cache_path=...)` reads. The cache is
+then reused by every fallback candidate, so calibration runs once per stage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .reader import ArrayCalibrationReader
+
+
+def calibrate_ranges(model_path: Path, reader: ArrayCalibrationReader, method: str, cache_path: Path, *,
+                     window: int, percentile: float = 99.999, entropy_bins: int = 512) -> Path:
+    """Collect activation ranges of `model_path` over `reader` in windows of `window` batches; write the cache."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"percentile": percentile} if method == "percentile" else {}
+    if method == "entropy":
+        extra.update(num_bins=entropy_bins, num_quantized_bins=128)
+    with tempfile.TemporaryDirectory(prefix="edgedistill-calib-") as tmp:
+        calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=calibrate_method, extra_options=extra)
+        for start in range(0, len(reader), window):
+            reader.set_range(start, start + window)
+            calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_path)
+    return cache_path
+
+
+def can_cache() -> bool:
+    """ONNX Runtime ≥ 1.32 takes precomputed ranges (`calibration_cache_path`); older versions calibrate inline."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
