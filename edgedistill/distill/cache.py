@@ -38,7 +38,7 @@ class CacheConfig(Strict):
     k: int = Field(4, ge=1, description="topk: logits kept per sample")
     samples: int = Field(16, ge=1, description="sampled: classes drawn per sample (with replacement)")
     dir: str | None = Field(None, description="cache folder; defaults to <run dir>/cache")
-    augmented: Literal["per_epoch", "off"] = Field(
+    augmented: Literal["per_epoch", "live"] = Field(
         "per_epoch", description="with random augmentation: cache each epoch's augmented outputs, or run the teacher live")
 
 

@@ -44,14 +44,26 @@ def check_layers(model: nn.Module, names: list[str], where: str) -> None:
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 
 
-def evenly_spaced(model: nn.Module, count: int) -> list[str]:
+def evenly_spaced(model: nn.Module, count: int, probe: torch.Tensor | None = None) -> list[str]:
     """`count` activation modules spread evenly over the depth, always ending at the deepest one.
 
-    Falls back to convolutions and linear layers (minus the classifier) for models without activation modules.
+    With a `probe` batch, only activations that keep a spatial or sequence axis are candidates when there are
+    any (the feature extractor, not an MLP head). Falls back to convolutions and linear layers (minus the
+    classifier) for models without activation modules.
     """
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, _ACTIVATIONS)]
     if not candidates:
         candidates = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d | nn.Linear)][:-1]
+    if probe is not None and candidates:
+        rec = Recorder(model, candidates)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(probe)
+        model.train(was_training)
+        rec.remove()
+        maps = [n for n in candidates if n in rec.outputs and rec.outputs[n].dim() >= 3]
+        candidates = maps or candidates
     if not candidates:
         raise UserError("cannot pick evenly spaced layers: the model has no activation, conv or linear modules",
                         where="losses.evenly", fix="name the layers with student_layers and teacher_layers")

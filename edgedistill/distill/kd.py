@@ -22,14 +22,14 @@ from .schedules import TemperatureState
 from .trainer import fit
 
 
-def _feature_terms(cfg, student: nn.Module, teacher: nn.Module) -> list[FeatureTerm]:
+def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe: torch.Tensor) -> list[FeatureTerm]:
     terms = []
     for i, term in enumerate(cfg.loss_terms()):
         if term.name not in FEATURE_LOSSES:
             continue
         where = f"losses.{i}"
         if term.evenly:
-            s_names, t_names = evenly_spaced(student, term.evenly), evenly_spaced(teacher, term.evenly)
+            s_names, t_names = evenly_spaced(student, term.evenly, probe), evenly_spaced(teacher, term.evenly, probe)
             n = min(len(s_names), len(t_names))
             s_names, t_names = s_names[-n:], t_names[-n:]
         else:
@@ -65,7 +65,7 @@ def train_student(
     n_train = len(data.train)
 
     # features: recorders on both networks, connectors sized by one dry forward pass
-    feature_terms = _feature_terms(cfg, student, teachers[0])
+    feature_terms = _feature_terms(cfg, student, teachers[0], x_train[: min(4, n_train)])
     s_rec = Recorder(student, [s for ft in feature_terms for s, _ in ft.pairs]) if feature_terms else None
     t_rec = Recorder(teachers[0], [t for ft in feature_terms for _, t in ft.pairs]) if feature_terms else None
     connectors = nn.ModuleList()
@@ -88,8 +88,8 @@ def train_student(
         live_reason = "no teacher term"
     elif not cfg.cache.enabled:
         live_reason = "cache.enabled is false"
-    elif aug.active and cfg.cache.augmented == "off":
-        live_reason = "random augmentation with cache.augmented: off"
+    elif aug.active and cfg.cache.augmented == "live":
+        live_reason = "random augmentation with cache.augmented: live"
     live = [live_reason is not None] * len(teachers)
     if feature_terms:
         live[0] = True  # feature terms need the teacher's activations for every step
@@ -155,6 +155,7 @@ def train_student(
                 loss = loss + term.weight * LOGIT_LOSSES[term.name](s, None, y, t, term.skew)
         return loss
 
+    before = [p.detach().clone() for p in connectors.parameters()]
     try:
         result = fit(student, data.train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
                      task=data.task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
@@ -188,6 +189,8 @@ def train_student(
         "features": [{"loss": ft.loss, "weight": ft.weight, "pairs": [list(p) for p in ft.pairs],
                       "connectors": len(ft.connectors)} for ft in feature_terms],
         "connector_params": sum(p.numel() for p in connectors.parameters()),
+        # how far training moved the connectors (they train with the student, but are never part of it)
+        "connector_update_norm": float(sum((p.detach() - b).norm() ** 2 for p, b in zip(connectors.parameters(), before, strict=True)) ** 0.5),
         "world_size": result.world_size,
     }
 

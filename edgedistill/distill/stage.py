@@ -44,7 +44,7 @@ class DistillConfig(Strict):
         None, description="model spec of a new student; omit to keep training the current model")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T (loss scaled by T²); the start of a schedule")
     temperature_schedule: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
-    alpha: float = Field(0.9, ge=0, le=1, description="without `losses`: weight of the KD term; 1 − alpha goes to label cross-entropy")
+    alpha: float | None = Field(None, ge=0, le=1, description="without `losses`: weight of the KD term (default 0.9); 1 − alpha goes to label cross-entropy")
     losses: list[LossTerm] | None = Field(None, description="weighted loss terms; default: [kl: alpha, ce: 1 − alpha]")
     standardize: bool = Field(False, description="logit standardization: z-score teacher and student logits before the softmax")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -55,9 +55,10 @@ class DistillConfig(Strict):
     def loss_terms(self) -> list[LossTerm]:
         if self.losses is not None:
             return self.losses
-        terms = [LossTerm(name="kl", weight=self.alpha)]
-        if self.alpha < 1:
-            terms.append(LossTerm(name="ce", weight=1 - self.alpha))
+        alpha = 0.9 if self.alpha is None else self.alpha
+        terms = [LossTerm(name="kl", weight=alpha)]
+        if alpha < 1:
+            terms.append(LossTerm(name="ce", weight=1 - alpha))
         return terms
 
     def check(self) -> tuple[tuple, str, str] | None:
@@ -65,9 +66,9 @@ class DistillConfig(Strict):
         if self.losses is not None:
             if not self.losses:
                 return (("losses",), "the loss list is empty", "add at least one term, e.g. {name: kl, weight: 1.0}")
-            if "alpha" in self.model_fields_set:
+            if self.alpha is not None:
                 return (("alpha",), "alpha only applies when `losses` is not given",
-                        "remove alpha and set the weights of the kl and ce terms")
+                        "remove alpha (or --set stages.N.alpha=null) and set the weights of the kl and ce terms")
         sparse = self.cache.enabled and self.cache.mode != "dense"
         for i, term in enumerate(self.loss_terms()):
             has_layers = term.student_layers is not None or term.teacher_layers is not None
@@ -107,6 +108,8 @@ class DistillConfig(Strict):
 @register_stage("distill", DistillConfig, may_follow={START, "distill", "prune"},
                 summary="train a student against the teacher(s): logit/feature losses, born-again, assistants, multi-teacher")
 def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> ModelState:
+    import torch
+
     from ..teacher import prepare_teacher
     from .kd import train_student
     from .strategies import plan_steps
@@ -137,6 +140,7 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
         if last and cfg.student is None and strategy.kind in ("kd", "multi_teacher", "assistants"):
             student = state.model  # "omit student to keep training the current model"
         else:
+            torch.manual_seed(recipe.seed + i)  # a student's initial weights depend only on the seed and its step
             student = build_model(step.spec, data.input_shape, data.num_classes)
         step_teachers = teachers if step.teacher == -1 else [trained[step.teacher].eval()]
         for p in (step_teachers[0].parameters() if step.teacher != -1 else []):
