@@ -1,12 +1,12 @@
 """Comparing two models' latency in a way that survives noisy shared machines.
 
-Measured on this project's 2-core machines (benchmarks/bench_profiler.py): timing A against an identical
-copy, 300 runs of A then 300 of A' gave ratios up to 1.27 with the other core busy. Interleaving the two
-(bursts of 10, alternating, one fresh process each) and taking, burst by burst, the ratio of the fastest
-run in B's burst to the fastest in A's, then the median over bursts, stayed within 0.99-1.01 in the same
-conditions; the ratio of burst medians stayed within about 0.91-1.02. Load only ever adds time, so a
-burst's fastest run is its cleanest view of the model's cost, and pairing neighbouring bursts cancels
-slow drifts. The gate uses `ratio` (burst minima); `ratio_median` (burst medians) is reported alongside.
+Measured on this project's 2-core machines (benchmarks/bench_profiler.py, a model against an identical
+copy, one core kept busy): timing A then A' gave ratios from 0.94 to 1.27. Interleaving the two (bursts
+of 10, alternating, one fresh process each) and taking, burst by burst, the ratio of the fastest run in
+B's burst to the fastest in A's, then the median over bursts, stayed within 0.98-1.01; the same with
+burst medians ranged 0.91-1.03. Load only ever adds time, so a burst's fastest run is its cleanest view of
+the model's cost, and pairing neighbouring bursts cancels slow drifts. The gate uses `ratio` (burst
+minima); `ratio_median` (burst medians) is reported alongside.
 """
 
 from __future__ import annotations
