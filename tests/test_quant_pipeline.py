@@ -1,0 +1,74 @@
+"""The quantize stage end to end through the CLI: QAT with the teacher vs PTQ, fallback and keep in report.json."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from edgedistill.calibration import select_samples
+
+from edgedistill.data import DataConfig, load_dataset
+from edgedistill.evaluate import evaluate_onnx
+from edgedistill.quantize.presets import PRESETS
+from edgedistill.quantize.ptq import preprocess, quantize_static_qdq
+
+from .conftest import run_cli, set_args
+
+SHORT = ["teacher.train.epochs=6", "stages.0.train.epochs=6", "profile.runs=100", "profile.warmup=10"]
+
+
+def _quantize_details(report: dict) -> dict:
+    return next(s for s in report["stages"] if s["kind"] == "quantize")["details"]
+
+
+def _is_int8(path) -> bool:
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.slow
+def test_qat_with_the_teacher_reaches_at_least_ptq_accuracy(tmp_path):
+    out = tmp_path / "qat"
+    proc = run_cli("compress", "--recipe", "digits_qat", "--out", str(out),
+                   *set_args([*SHORT, "stages.1.qat.train.epochs=4", "stages.1.qat.observe_epochs=3"]))
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    details = _quantize_details(report)
+    assert details["method"] == "qat" and details["qat"]["temperature"] == 2.0
+    # the exported QDQ file computes what the fake-quantized model computed
+    assert details["qat"]["fake_quant_vs_file"]["top1_agreement"] >= 0.99
+    stage = out / "stages" / "2-quantize"
+    qat_file = stage / "model.int8.onnx"
+    assert _is_int8(qat_file) and _is_int8(out / "bundle" / "model.onnx")
+    # PTQ of the very student QAT started from, with the same preset and calibration sample size
+    data = load_dataset(DataConfig(name="digits"))
+    ptq = quantize_static_qdq(preprocess(stage / "float.onnx", tmp_path / "pre.onnx"), tmp_path / "ptq.onnx",
+                              data.train.x, select_samples(data.train.y, 256, "balanced"),
+                              preset=PRESETS["x86_vnni"], per_channel=True)
+    qat_acc, ptq_acc = evaluate_onnx(qat_file, data.test), evaluate_onnx(ptq, data.test)
+    assert qat_acc >= ptq_acc, (qat_acc, ptq_acc)
+    assert report["models"]["deployed"]["metric"] == qat_acc  # the shipped file is the QAT file, scored as a file
+
+
+@pytest.mark.slow
+def test_ptq_recipe_reports_fallback_and_honours_keep(tmp_path):
+    out = tmp_path / "ptq"
+    proc = run_cli("compress", "--recipe", "digits_ptq", "--out", str(out),
+                   *set_args([*SHORT, "stages.1.calibration.samples=128"]))
+    assert proc.returncode in (0, 1), proc.stderr
+    details = _quantize_details(json.loads((out / "report.json").read_text()))
+    assert details["calibration"]["method"] == "entropy"
+    fb = details["fallback"]
+    assert fb["met"] == (details["drop"] <= fb["budget"])
+    latency = details["latency"]
+    assert latency["measured"], latency
+    ratio = latency["ratio_quantized_vs_float"]["ratio"]
+    keep = details["keep"]
+    assert keep["policy"] == "fastest"
+    assert keep["shipped"] == ("int8" if ratio < 1.0 else "float")
+    assert ("NOT faster" in keep["reason"]) == (ratio >= 1.0)
+    assert _is_int8(out / "bundle" / "model.onnx") == (keep["shipped"] == "int8")
+    if len(fb["steps"]) > 1:  # every node put back in float is priced in latency
+        assert [c["node"] for c in fb["latency_cost"]] == fb["steps"][-1]["float_nodes"]
+    counts = details["op_report"]["int8"]["file"]
+    assert counts["int8_nodes"] > 0 and counts["convert_nodes"] > 0
