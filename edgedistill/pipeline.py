@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .data import Dataset, load_dataset
+from .distill.distributed import barrier, is_main_process, rank
 from .errors import UserError
 from .io import load_weights, save_weights, write_json, write_text
 from .models import build_model
@@ -91,6 +93,12 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool
 
     cfg = recipe.config
     run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    main_dir = run_dir
+    if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
+        run_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-rank{rank()}-"))
+        if resume and (main_dir / "stages").exists():
+            shutil.copytree(main_dir / "stages", run_dir / "stages", dirs_exist_ok=True)
+    barrier()
     if run_dir.exists() and not resume:
         for sub in ("stages", "bundle", "compare"):
             shutil.rmtree(run_dir / sub, ignore_errors=True)
@@ -143,5 +151,10 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool
 
     if state.onnx is None:
         raise UserError("no stage produced an exported file", where="stages", fix="end the recipe with an export stage")
+    if not is_main_process():  # rank 0 measures and writes the report; the other ranks return the same one
+        barrier()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return RunResult(main_dir, json.loads((main_dir / "report.json").read_text()), skipped, notes)
     report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start)
+    barrier()
     return RunResult(run_dir, report, skipped, notes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,7 @@ def fit(
     epochs = range(start_epoch, cfg.epochs)
     for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
         model.train()
+        epoch_start = time.perf_counter()
         order = torch.randperm(len(train), generator=generator)
         running, count = 0.0, 0
         for step in range(steps_per_epoch):
@@ -162,7 +164,8 @@ def fit(
         dd.broadcast_module_state(model)
         metric = score(torch_predictor(model), val, task) if len(val) else -running / max(count, 1)
         metric = dd.broadcast_float(metric)
-        history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric})
+        history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric,
+                        "seconds": round(time.perf_counter() - epoch_start, 4)})
         improved = metric > best_metric if higher else metric < best_metric
         if improved or best_state is None:
             best_metric, best_epoch, best_state = metric, epoch + 1, copy.deepcopy(model.state_dict())
