@@ -150,6 +150,7 @@ def test_external_data_travels_with_the_model(tmp_path):
     assert not ok and any("model.onnx.data" in p for p in problems)
 
 
+@pytest.mark.slow  # each CLI start imports torch (~4 s here)
 def test_cli_verify_exit_codes(bundle, tmp_path):
     proc = run_cli("verify", str(bundle))
     assert proc.returncode == 0, proc.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edgedistill.doctor import diagnose, render
 from edgedistill.target import builtin_target_names
 
@@ -33,6 +35,7 @@ def test_doctor_probe_reports_an_unreachable_device(tmp_path):
         assert pi["usable"] is False and "127.0.0.1" in pi["reason"]
 
 
+@pytest.mark.slow  # each CLI start imports torch (~4 s here)
 def test_cli_doctor():
     proc = run_cli("doctor", "--json")
     assert proc.returncode == 0

@@ -127,6 +127,7 @@ def test_bad_inputs(tmp_path):
         _check(tmp_path / "x", _report(1, 1, {"accuracy_drop": "lots"}, target=None), _report(1, 1, {}, target=None))
 
 
+@pytest.mark.slow  # each CLI start imports torch (~4 s here)
 def test_cli_exit_codes_and_junit(tmp_path):
     gates = {"accuracy_drop": 0.01, "size_growth": 0.05}
     cur = _run(tmp_path, "cur", None, _report(0.90, 1.0, gates, target=None))

@@ -163,6 +163,7 @@ def test_cli_profile_json_is_one_document(models):
     assert doc["runs"] == 20 and doc["p50_ms"] > 0 and doc["ops"]["top"]
 
 
+@pytest.mark.slow  # each CLI start imports torch (~4 s here)
 def test_cli_profile_text_and_errors(models, tmp_path):
     proc = run_cli("profile", str(models["base"]), "--runs", "20", "--target", "x86_avx2")
     if proc.returncode == 2:  # a machine without AVX2

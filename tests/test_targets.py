@@ -93,6 +93,7 @@ def test_default_target_is_usable_here():
     assert availability(t)[0]
 
 
+@pytest.mark.slow  # each CLI start imports torch (~4 s here)
 def test_cli_targets_lists_every_builtin():
     proc = run_cli("targets")
     assert proc.returncode == 0

@@ -285,6 +285,8 @@ def model_card(manifest: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     else:
         lines.append("No target could be profiled on the machine that built this bundle.")
     skipped = [t for t in m["targets"] if not t.get("available", True)]
+    if skipped:
+        lines.append("")
     for t in skipped:
         lines.append(f"- `{t['name']}` not measured: {t.get('reason')}")
     lines += ["", "## Inputs and outputs", "", "| | name | shape | dtype |", "|---|---|---|---|"]
