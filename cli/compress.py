@@ -53,6 +53,8 @@ def recipes() -> None:
     """List the built-in recipes, one line each."""
     import yaml
 
-    for name in builtin_recipe_names():
+    names = builtin_recipe_names()
+    width = max(map(len, names), default=0) + 2
+    for name in names:
         text, _ = read_recipe_text(name)
-        click.echo(f"{name:<16} {(yaml.safe_load(text) or {}).get('description', '')}")
+        click.echo(f"{name:<{width}}{(yaml.safe_load(text) or {}).get('description', '')}")

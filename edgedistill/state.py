@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # keep `import edgedistill.recipe` (and so the CLI's start-up) free of torch
+    from torch import nn
 
-from .data import Dataset
+    from .data import Dataset
 
 
 @dataclass

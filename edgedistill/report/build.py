@@ -85,7 +85,8 @@ def finish_run(recipe, run_dir: Path, data: Dataset, state: ModelState, total_se
     for target_name in cfg.targets:
         target = load_target(target_name)
         usable, reason = availability(target)
-        targets[target.name] = {"available": usable, "reason": reason, "quant_preset": target.quant_preset}
+        targets[target.name] = {"available": usable, "reason": reason, "quant_preset": target.quant_preset,
+                                "spec": target.model_dump(mode="json")}  # lets `check` re-profile custom targets
         if not usable:
             continue
         batch = cfg.profile.batch or target.batch_sizes[0]
