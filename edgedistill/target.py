@@ -200,3 +200,19 @@ def default_target() -> Target:
         reasons.append(f"{name}: {why}")
     raise UserError("no built-in CPU target is usable here (" + "; ".join(reasons) + ")", where="--target",
                     fix="pass --target with a target YAML file that matches this machine (arch: any, no cpu_flags)")
+
+
+def first_available(names: list[str]) -> tuple[Target | None, list[str]]:
+    """The first of `names` this machine can really run, else None; plus why each skipped one is unusable.
+
+    Stages that must measure latency on "the recipe's target" (pruning ratios, the quantization keep policy)
+    use this, so they time on real hardware or say plainly that they could not.
+    """
+    reasons = []
+    for name in names:
+        target = load_target(name)
+        usable, why = availability(target)
+        if usable:
+            return target, reasons
+        reasons.append(f"{target.name}: {why}")
+    return None, reasons
