@@ -5,8 +5,10 @@ pruned structurally at several ratios, plus 50 % unstructured and 2:4 sparsity f
 and timed together on one target (fresh worker per file, interleaved bursts; medians). Dense-kernel latency
 does not depend on weight values, so the models are not trained here.
 
-Part 2 (--recipes): runs the built-in `mobile_pruned` recipe and the same recipe without its prune stage, then
-times both deployed int8 files (and both float students) interleaved, and prints deployed accuracy and MACs.
+Part 2 (--recipes): runs the built-in `mobile_pruned` recipe and the same recipe without its prune stage (which
+resumes from the first one's teacher and distilled student, so the only difference is pruning), then times both
+deployed int8 files (and both float students) interleaved, and prints deployed accuracy and MACs. With --out,
+an earlier run in that folder is resumed rather than retrained.
 
     python benchmarks/bench_prune.py [--runs 400] [--ratios 0.25 0.5 0.75] [--recipes] [--out /tmp/bench_prune]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -93,10 +96,18 @@ def recipes(args, target, work: Path) -> list[str]:
     raw["stages"] = [s for s in raw["stages"] if s["kind"] != "prune"]
     twin = work / "mobile_pruned_without_prune.yaml"
     twin.write_text(yaml.safe_dump(raw, sort_keys=False))
+    # Both recipes share the teacher and the distilled student (same stage keys), so the twin resumes from the
+    # pruned run's first two checkpoints: the comparison is the same trained student with and without pruning.
     reports = {}
-    for name, source in (("pruned", "mobile_pruned"), ("unpruned", str(twin))):
-        result = run_pipeline(load_recipe(source), work / name)
-        reports[name] = (result.run_dir, result.report)
+    pruned_dir, twin_dir = work / "mobile_pruned", work / "mobile_pruned_without_prune"
+    result = run_pipeline(load_recipe("mobile_pruned"), pruned_dir, resume=True)
+    reports["pruned"] = (result.run_dir, result.report)
+    for stage in ("0-teacher", "1-distill"):
+        if not (twin_dir / "stages" / stage).exists():
+            shutil.copytree(pruned_dir / "stages" / stage, twin_dir / "stages" / stage)
+    result = run_pipeline(load_recipe(str(twin)), twin_dir, resume=True)
+    reports["unpruned"] = (result.run_dir, result.report)
+    print(f"runs: {pruned_dir}, {twin_dir} (reused stages: {', '.join(result.skipped_stages) or 'none'})")
     data = load_dataset(DataConfig(name="digits"))
     files, macs = {}, {}
     for name, (run_dir, _) in reports.items():
