@@ -11,6 +11,8 @@ then reused by every fallback candidate, so calibration runs once per stage.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -28,7 +30,8 @@ def calibrate_ranges(model_path: Path, reader: ArrayCalibrationReader, method: s
     extra = {"percentile": percentile} if method == "percentile" else {}
     if method == "entropy":
         extra.update(num_bins=entropy_bins, num_quantized_bins=128)
-    with tempfile.TemporaryDirectory(prefix="edgedistill-calib-") as tmp:
+    # ORT's histogram calibrators print progress on stdout; keep stdout for the CLI's own output
+    with tempfile.TemporaryDirectory(prefix="edgedistill-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=calibrate_method, extra_options=extra)
         for start in range(0, len(reader), window):

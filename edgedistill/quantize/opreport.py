@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 CONVERT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def file_op_counts(path: Path) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def file_op_counts(path: Path) -> dict[str, Any]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     producers = {o: n for n in graph.node for o in n.output}
+    constants = {i.name for i in graph.initializer}
     counts = Counter(n.op_type for n in graph.node)
     int8, floating = Counter(), Counter()
     for n in graph.node:
@@ -32,8 +34,7 @@ def file_op_counts(path: Path) -> dict[str, Any]:
         if n.op_type.startswith(("QLinear", "QGemm")) or n.op_type.endswith("Integer"):
             int8[n.op_type] += 1
             continue
-        fed = [producers.get(i) for i in n.input if i]
-        if any(p is not None and p.op_type == "DequantizeLinear" for p in fed):
+        if runs_quantized(n, producers, constants):
             int8[n.op_type] += 1
         else:
             floating[n.op_type] += 1
@@ -61,6 +62,16 @@ def executed_breakdown(path: Path, feed: dict, threads: int = 1, runs: int = 20)
         kernels[row["precision"]] += row["nodes"]
     ops["kernels"] = dict(kernels)
     return ops
+
+
+def runs_quantized(node, producers: dict, constants: set[str]) -> bool:
+    """A QDQ node runs in int8 when all its data inputs come out of DequantizeLinear nodes.
+
+    For weighted ops that is the activation AND the weight (a float weight after a DQ'd activation runs as a
+    float kernel: that is what `nodes_to_exclude` leaves behind); the bias does not count."""
+    data = list(node.input[:2]) if node.op_type in WEIGHTED else [i for i in node.input if i and i not in constants]
+    fed = [producers.get(i) for i in data if i]
+    return bool(fed) and all(p is not None and p.op_type == "DequantizeLinear" for p in fed)
 
 
 def op_report(path: Path, feed: dict | None = None, threads: int = 1, runs: int = 20) -> dict[str, Any]:

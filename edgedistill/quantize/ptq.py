@@ -6,6 +6,8 @@ that file. Node names in `nodes_to_exclude` are those of the pre-processed float
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,7 @@ def quantize_static_qdq(
         window = strided_window(len(reader), max_batches_in_memory)
         if window:
             extra["CalibStridedMinMax"] = window  # despite the name, ORT strides every calibrator this way
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress
         q.quantize_static(
             str(pre_path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
             activation_type=getattr(q.QuantType, preset.activation_type),
