@@ -132,7 +132,53 @@ def export_qdq(prepared: nn.Module, path, input_shape: tuple[int, ...], opset: i
             module.weight.copy_(torch.maximum(torch.minimum(module.weight, hi), lo))
             fq.quant_min, fq.quant_max = -128, 127
             fq.activation_post_process.quant_min, fq.activation_post_process.quant_max = -128, 127
-    return export_onnx(model, path, input_shape, opset)
+    export_onnx(model, path, input_shape, opset)
+    return fold_weight_quantizers(path)
+
+
+def fold_weight_quantizers(path):
+    """Store weights as int8 initializers read by DequantizeLinear, instead of float + QuantizeLinear.
+
+    The exporter writes float weights followed by QuantizeLinear, so the QAT file would be *larger* than the
+    float one; ORT's own quantizer stores the integers. Computed exactly as QuantizeLinear defines it
+    (round half to even, saturate), so the file computes the same thing."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from ..io import atomic_path
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    drop = []
+    for n in graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] not in inits or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
+        scale, zp = numpy_helper.to_array(inits[n.input[1]]), numpy_helper.to_array(inits[n.input[2]])
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        if scale.size > 1:
+            shape[axis % w.ndim] = -1
+        info = np.iinfo(zp.dtype)
+        q = np.clip(np.rint(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.int32), info.min, info.max)
+        name = n.output[0]
+        graph.initializer.append(numpy_helper.from_array(q.astype(zp.dtype), name))
+        drop.append(n)
+    for n in drop:
+        graph.node.remove(n)
+    still_used = {i for n in graph.node for i in n.input}
+    for init in list(graph.initializer):
+        if init.name not in still_used:
+            graph.initializer.remove(init)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
 
 
 def float_weights_back(student: nn.Module, prepared: nn.Module) -> nn.Module | None:
