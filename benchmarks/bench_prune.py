@@ -5,10 +5,10 @@ pruned structurally at several ratios, plus 50 % unstructured and 2:4 sparsity f
 and timed together on one target (fresh worker per file, interleaved bursts; medians). Dense-kernel latency
 does not depend on weight values, so the models are not trained here.
 
-Part 2 (--recipes): runs the built-in `mobile_pruned` recipe and the same recipe without its prune stage (which
-resumes from the first one's teacher and distilled student, so the only difference is pruning), then times both
-deployed int8 files (and both float students) interleaved, and prints deployed accuracy and MACs. With --out,
-an earlier run in that folder is resumed rather than retrained.
+Part 2 (--recipes): runs the built-in `mobile_pruned` and `mobile_pruned_latency` recipes and the same recipe
+without its prune stage (the others resume from mobile_pruned's teacher and distilled student, so the only
+difference is pruning), then times all deployed int8 files and float students interleaved, and prints deployed
+accuracy and MACs. With --out, earlier runs in that folder are resumed rather than retrained.
 
     python benchmarks/bench_prune.py [--runs 400] [--ratios 0.25 0.5 0.75] [--recipes] [--out /tmp/bench_prune]
 """
@@ -86,6 +86,9 @@ def sweep(args, target, work: Path) -> list[str]:
     return rows
 
 
+RECIPES = {"uniform 50%": "mobile_pruned", "latency-driven 50%": "mobile_pruned_latency"}
+
+
 def recipes(args, target, work: Path) -> list[str]:
     from edgedistill.pipeline import run_pipeline
     from edgedistill.recipe import load_recipe, read_recipe_text
@@ -96,44 +99,47 @@ def recipes(args, target, work: Path) -> list[str]:
     raw["stages"] = [s for s in raw["stages"] if s["kind"] != "prune"]
     twin = work / "mobile_pruned_without_prune.yaml"
     twin.write_text(yaml.safe_dump(raw, sort_keys=False))
-    # Both recipes share the teacher and the distilled student (same stage keys), so the twin resumes from the
-    # pruned run's first two checkpoints: the comparison is the same trained student with and without pruning.
+    # All three recipes share the teacher and the distilled student (same stage keys), so the others resume
+    # from mobile_pruned's first two checkpoints: the same trained student with and without pruning.
+    first = work / "mobile_pruned"
+    runs = {**RECIPES, "no prune stage": str(twin)}
     reports = {}
-    pruned_dir, twin_dir = work / "mobile_pruned", work / "mobile_pruned_without_prune"
-    result = run_pipeline(load_recipe("mobile_pruned"), pruned_dir, resume=True)
-    reports["pruned"] = (result.run_dir, result.report)
-    for stage in ("0-teacher", "1-distill"):
-        if not (twin_dir / "stages" / stage).exists():
-            shutil.copytree(pruned_dir / "stages" / stage, twin_dir / "stages" / stage)
-    result = run_pipeline(load_recipe(str(twin)), twin_dir, resume=True)
-    reports["unpruned"] = (result.run_dir, result.report)
-    print(f"runs: {pruned_dir}, {twin_dir} (reused stages: {', '.join(result.skipped_stages) or 'none'})")
+    for label, source in runs.items():
+        recipe = load_recipe(source)
+        run_dir = work / recipe.name
+        if run_dir != first:
+            for stage in ("0-teacher", "1-distill"):
+                if not (run_dir / "stages" / stage).exists():
+                    shutil.copytree(first / "stages" / stage, run_dir / "stages" / stage)
+        result = run_pipeline(recipe, run_dir, resume=True)
+        reports[label] = (result.run_dir, result.report)
+        print(f"{recipe.name}: {run_dir} (reused stages: {', '.join(result.skipped_stages) or 'none'})")
     data = load_dataset(DataConfig(name="digits"))
     files, macs = {}, {}
-    for name, (run_dir, _) in reports.items():
-        files[f"{name} deployed (int8)"] = run_dir / "compare" / "deployed.onnx"
-        files[f"{name} student (float)"] = run_dir / "compare" / "student.onnx"
+    for label, (run_dir, _) in reports.items():
+        files[f"{label} deployed"] = run_dir / "compare" / "deployed.onnx"
+        files[f"{label} student"] = run_dir / "compare" / "student.onnx"
         spec = json.loads(next((run_dir / "stages").glob("*-export/spec.json")).read_text())
-        macs[name] = macs_params(build_model(spec, data.input_shape, data.num_classes), torch.zeros(1, *data.input_shape))
+        macs[label] = macs_params(build_model(spec, data.input_shape, data.num_classes),
+                                  torch.zeros(1, *data.input_shape))
     stats = profile_models(files, target, runs=args.runs, warmup=args.warmup, op_profile_runs=0,
                            feed={"input": data.test.x[:1]})
-    rows = ["| recipe | deployed accuracy (ONNX Runtime, test) | MACs | params | deployed p50 µs | student p50 µs |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for name, (_, report) in reports.items():
-        rows.append(f"| mobile_pruned{' (no prune stage)' if name == 'unpruned' else ''} | "
-                    f"{report['models']['deployed']['metric']:.4f} | {macs[name][0]:,} | {macs[name][1]:,} | "
-                    f"{stats[f'{name} deployed (int8)']['p50_ms'] * 1000:.1f} | "
-                    f"{stats[f'{name} student (float)']['p50_ms'] * 1000:.1f} |")
-    acc = {n: r["models"]["deployed"]["metric"] for n, (_, r) in reports.items()}
-    ratio = stats["pruned deployed (int8)"]["p50_ms"] / stats["unpruned deployed (int8)"]["p50_ms"]
-    fratio = stats["pruned student (float)"]["p50_ms"] / stats["unpruned student (float)"]["p50_ms"]
+    base = "no prune stage"
+    rows = ["| mobile_pruned student (64/128) | deployed accuracy (ORT, test) | Δ points | MACs | params | "
+            "deployed int8 p50 µs | ratio | float student p50 µs | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, (_, report) in reports.items():
+        acc = report["models"]["deployed"]["metric"]
+        d, s = stats[f"{label} deployed"]["p50_ms"], stats[f"{label} student"]["p50_ms"]
+        rows.append(f"| {label} | {acc:.4f} | {100 * (acc - reports[base][1]['models']['deployed']['metric']):+.2f} | "
+                    f"{macs[label][0]:,} | {macs[label][1]:,} | {d * 1000:.1f} | "
+                    f"{d / stats[f'{base} deployed']['p50_ms']:.3f} | {s * 1000:.1f} | "
+                    f"{s / stats[f'{base} student']['p50_ms']:.3f} |")
     rows.append("")
-    rows.append(f"accuracy change from pruning: {100 * (acc['pruned'] - acc['unpruned']):+.2f} points; "
-                f"MACs ratio {macs['pruned'][0] / macs['unpruned'][0]:.3f}; deployed p50 ratio {ratio:.3f}; "
-                f"float student p50 ratio {fratio:.3f}")
-    prune = next(s for s in reports["pruned"][1]["stages"] if s["kind"] == "prune")["details"]
-    rows.append(f"prune stage (float files, same run): p50 ratio {prune['latency'].get('p50_ratio')}, "
-                f"MACs {prune['macs_before']:,} -> {prune['macs_after']:,}")
+    for label in RECIPES:
+        prune = next(s for s in reports[label][1]["stages"] if s["kind"] == "prune")["details"]
+        rows.append(f"{label}: prune stage's own interleaved timing of the float files: p50 ratio "
+                    f"{prune['latency'].get('p50_ratio')}, channels {prune['channels']}")
     return rows
 
 

@@ -99,16 +99,19 @@ def test_residual_network_prunes_consistently_and_replays(tmp_path):
         torch.testing.assert_close(replayed(_x()), out)
 
 
-def test_channel_counts_round_to_a_multiple():
+def test_channel_counts_round_to_the_nearest_multiple():
     a = _model(channels=[16, 32])
     prune_structured(a, _x(1), ratio=0.3, round_to=8)
-    assert [c.out_channels for c in _convs(a)] == [8, 16]  # 11.2 and 22.4 kept -> rounded down to 8x
+    assert [c.out_channels for c in _convs(a)] == [8, 24]  # 11.2 and 22.4 kept -> nearest multiples of 8
     b = _model(channels=[16, 32])
     prune_structured(b, _x(1), ratio=0.3, round_to=1)
     assert [c.out_channels for c in _convs(b)] == [11, 22]
     c = _model(channels=[16, 32])
-    prune_structured(c, _x(1), ratio=0.75, round_to=8)
-    assert [c.out_channels for c in _convs(c)] == [8, 8]  # 4 would round to 0: one multiple is kept instead
+    prune_structured(c, _x(1), ratio=0.8, round_to=8)
+    assert [c.out_channels for c in _convs(c)] == [8, 8]  # 3.2 kept would round to 0: one multiple stays
+    d = _model(channels=[64, 128])
+    prune_structured(d, _x(1), ratio=0.5, layer_ratios={"0.0": 0.7577, "0.4": 0.3711}, round_to=8)
+    assert [c.out_channels for c in _convs(d)] == [16, 80]  # 15.5 -> 16 (rounding down would give 8)
 
 
 @pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale"])

@@ -149,14 +149,16 @@ def prune_structured(
                             fix=f"prunable layers: {', '.join(prunable_layers(model, example))}")
         ratio_dict[names[name]] = float(r)
     if round_to > 1 and scope == "layer":
-        # Torch-Pruning rounds the kept count *down* to the multiple, and a layer rounded to zero is skipped
-        # entirely; keep at least one multiple instead, so a high ratio never prunes less than a lower one.
+        # Torch-Pruning rounds the kept count *down* to the multiple (15.5 kept -> 8) and skips a layer rounded
+        # to zero. Round to the *nearest* multiple instead (at least one), by handing it an exact ratio.
         frozen = {id(m) for m in ignored}
         for name, width in prunable_layers(model, example, output_transform).items():
             module = names[name]
             r = ratio_dict.get(module, ratio)
-            if id(module) not in frozen and width * (1 - r) < round_to:
-                ratio_dict[module] = max(0.0, 1 - round_to / width)
+            if id(module) in frozen or r <= 0 or width <= round_to:
+                continue
+            kept = min(width, max(round_to, round(width * (1 - r) / round_to) * round_to))
+            ratio_dict[module] = 1 - (kept + 0.5) / width  # +0.5: int() inside Torch-Pruning lands on `kept`
     if importance == "taylor":
         if not grad_batches:
             raise UserError("Taylor importance needs training batches", where="prune.importance", fix="use l2")
