@@ -28,28 +28,15 @@ def macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def first_target(targets: list[str]):
-    """The recipe's first target that is usable here, or (None, reasons) when none is."""
-    from ..target import availability, load_target
-
-    reasons = []
-    for name in targets:
-        target = load_target(name)
-        ok, why = availability(target)
-        if ok:
-            return target, []
-        reasons.append(f"{target.name}: {why}")
-    return None, reasons
-
-
 def compare_latency(files: Mapping[str, str | Path], recipe_cfg, samples: np.ndarray | None = None) -> dict[str, Any]:
     """p50 etc. of each file on the first usable target, timed interleaved in one run on real `samples`.
 
     Returns {"target": name, "<model>": {p50_ms, ...}} or {"skipped": reason} when no target is usable.
     """
     from ..profile import profile_models
+    from ..target import first_available
 
-    target, reasons = first_target(list(recipe_cfg.targets))
+    target, reasons = first_available(list(recipe_cfg.targets))
     if target is None:
         return {"skipped": "; ".join(reasons) or "the recipe lists no targets"}
     prof = recipe_cfg.profile
