@@ -16,7 +16,7 @@ from edgedistill.quantize.ptq import preprocess, quantize_static_qdq
 
 from .conftest import run_cli, set_args
 
-SHORT = ["teacher.train.epochs=6", "stages.0.train.epochs=6", "profile.runs=100", "profile.warmup=10"]
+SHORT = ["teacher.train.epochs=5", "stages.0.train.epochs=4", "profile.runs=60", "profile.warmup=10"]
 
 
 def _quantize_details(report: dict) -> dict:
@@ -31,7 +31,7 @@ def _is_int8(path) -> bool:
 def test_qat_with_the_teacher_reaches_at_least_ptq_accuracy(tmp_path):
     out = tmp_path / "qat"
     proc = run_cli("compress", "--recipe", "digits_qat", "--out", str(out),
-                   *set_args([*SHORT, "stages.1.qat.train.epochs=4", "stages.1.qat.observe_epochs=3"]))
+                   *set_args([*SHORT, "stages.1.qat.train.epochs=3", "stages.1.qat.observe_epochs=2"]))
     assert proc.returncode in (0, 1), proc.stderr
     report = json.loads((out / "report.json").read_text())
     details = _quantize_details(report)

@@ -209,5 +209,3 @@ def test_bad_quantize_settings_fail_validation(tmp_path):
     assert proc.returncode == 2 and "preset" in proc.stderr and "x86_vnni" in proc.stderr
     proc = run_cli("validate", "mobile", "--set", "stages.1.method=qat", "--set", "stages.1.fallback.max_drop=0.01")
     assert proc.returncode == 2 and "fallback" in proc.stderr
-    proc = run_cli("validate", "mobile", "--set", "stages.1.keep=cheapest")
-    assert proc.returncode == 2 and "keep" in proc.stderr
