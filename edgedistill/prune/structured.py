@@ -10,6 +10,7 @@ hidden size, and every group cut is recorded in a JSON plan (see `plan.py`) so t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,7 +158,7 @@ def prune_structured(
             r = ratio_dict.get(module, ratio)
             if id(module) in frozen or r <= 0 or width <= round_to:
                 continue
-            kept = min(width, max(round_to, round(width * (1 - r) / round_to) * round_to))
+            kept = min(width, max(round_to, math.floor(width * (1 - r) / round_to + 0.5) * round_to))  # ties keep more
             ratio_dict[module] = 1 - (kept + 0.5) / width  # +0.5: int() inside Torch-Pruning lands on `kept`
     if importance == "taylor":
         if not grad_batches:
