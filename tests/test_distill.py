@@ -50,6 +50,7 @@ def distill(run_dir, overrides=(), teacher=None):
 # ---------------------------------------------------------------- teacher-output cache
 
 
+@pytest.mark.slow
 def test_cache_hit_performs_no_teacher_forward(tmp_path):
     first, d1, teacher = distill(tmp_path)
     assert d1["cache"]["use"] == "once" and d1["cache"]["misses"] == 1
@@ -73,6 +74,7 @@ def test_cache_hit_performs_no_teacher_forward(tmp_path):
         keys |= set(d["cache"]["keys"])
 
 
+@pytest.mark.slow
 def test_cache_modes_and_augmentation_policies(tmp_path):
     _, d, _ = distill(tmp_path, ["stages.0.cache.mode=topk", "stages.0.cache.k=3"])
     assert d["cache"]["mode"] == "topk" and 0 < d["steps"][0]["val_metric"] <= 1
@@ -81,7 +83,7 @@ def test_cache_modes_and_augmentation_policies(tmp_path):
     # random augmentation: the cache is built once per epoch, and a second identical run reads all of them
     aug = ["stages.0.augment.shift=1"]
     _, d, teacher = distill(tmp_path, aug)
-    assert d["cache"]["use"] == "per_epoch" and d["cache"]["misses"] == 2 and len(d["cache"]["keys"]) == 2
+    assert d["cache"]["use"] == "per_epoch" and d["cache"]["misses"] == 2 and d["cache"]["key_count"] == 2
     _, d, _ = distill(tmp_path, aug, teacher=teacher)
     assert d["cache"]["hits"] == 2 and d["steps"][0]["teacher_forward_calls"] == [0]
     _, d, _ = distill(tmp_path, [*aug, "stages.0.cache.augmented=live"], teacher=teacher)
@@ -177,6 +179,7 @@ def test_interpolated_assistant_sits_between_teacher_and_student():
         interpolate_spec(teacher, {"name": "resnet", "channels": [8]}, 0.5)
 
 
+@pytest.mark.slow
 def test_multi_teacher_and_born_again_report_every_step(tmp_path):
     _, d, _ = distill(tmp_path, ["stages.0.strategy={kind: multi_teacher, teachers: [{model: {name: cnn, channels: [8]}, "
                                  "train: {epochs: 1}}], weights: [0.7, 0.3]}", "stages.0.train.epochs=1"])

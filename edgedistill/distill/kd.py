@@ -185,7 +185,8 @@ def train_student(
         "cache": {"use": cache_use, "mode": cfg.cache.mode if cache_use != "off" else None,
                   "reason": live_reason or ("feature terms need the teacher's activations" if feature_terms else None),
                   "hits": sum(e["hit"] for e in cache_events), "misses": sum(not e["hit"] for e in cache_events),
-                  "keys": sorted({e["key"] for e in cache_events})},
+                  "key_count": len({e["key"] for e in cache_events}),
+                  "keys": sorted({e["key"] for e in cache_events})[:4]},  # per-epoch caches have one key per epoch
         "features": [{"loss": ft.loss, "weight": ft.weight, "pairs": [list(p) for p in ft.pairs],
                       "connectors": len(ft.connectors)} for ft in feature_terms],
         "connector_params": sum(p.numel() for p in connectors.parameters()),
