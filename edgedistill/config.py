@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -25,3 +25,17 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm; null disables clipping")
     patience: int | None = Field(None, ge=1, description="early stopping: epochs without validation improvement")
     batch_size: int | None = Field(None, ge=1, description="defaults to data.batch_size")
+
+
+class TeacherConfig(Strict):
+    """A teacher: the recipe's own, or an extra one for multi-teacher distillation."""
+
+    model: dict[str, Any] = Field(description="model spec: {name: cnn, channels: [...]}")
+    checkpoint: str | None = Field(None, description=".safetensors or a torch state_dict file")
+    train: TrainConfig | None = Field(None, description="train it here with cross-entropy when there is no checkpoint")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if (self.checkpoint is None) == (self.train is None):
+            raise ValueError("give exactly one of checkpoint or train (set the other to null)")
+        return self

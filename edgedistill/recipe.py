@@ -13,24 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model
 
-from .config import Strict, TrainConfig
+from .config import Strict, TeacherConfig
 from .data import DataConfig
 from .errors import UserError, did_you_mean
 from .stages import START, load_stages
-
-
-class TeacherConfig(Strict):
-    model: dict[str, Any] = Field(description="model spec: {name: cnn, channels: [...]}")
-    checkpoint: str | None = Field(None, description=".safetensors or a torch state_dict file")
-    train: TrainConfig | None = Field(None, description="train the teacher here when there is no checkpoint")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TeacherConfig:
-        if self.checkpoint is None and self.train is None:
-            raise ValueError("give either teacher.checkpoint or teacher.train")
-        return self
 
 
 class EvaluateConfig(Strict):

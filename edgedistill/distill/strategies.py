@@ -14,24 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ..config import Strict, TrainConfig
+from ..config import Strict, TeacherConfig
 from ..errors import UserError
 
-
-class ExtraTeacher(Strict):
-    """Another teacher for multi_teacher: loaded from a checkpoint or trained here, like the recipe's teacher."""
-
-    model: dict[str, Any] = Field(description="model spec")
-    checkpoint: str | None = Field(None, description=".safetensors or a torch state_dict file")
-    train: TrainConfig | None = Field(None, description="train it here with cross-entropy when there is no checkpoint")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ExtraTeacher:
-        if (self.checkpoint is None) == (self.train is None):
-            raise ValueError("give exactly one of checkpoint or train")
-        return self
+ExtraTeacher = TeacherConfig  # extra teachers are specified exactly like the recipe's teacher
 
 
 class StrategyConfig(Strict):

@@ -16,20 +16,6 @@ from ..io import file_size_mb
 KeepPolicy = Literal["quantized", "fastest", "smallest"]
 
 
-def pick_target(target_names: list[str]):
-    """The first recipe target this machine can time (the quantization preset came from the first one)."""
-    from ..target import availability, load_target
-
-    reasons = []
-    for name in target_names:
-        target = load_target(name)
-        ok, why = availability(target)
-        if ok:
-            return target, reasons
-        reasons.append(f"{target.name}: {why}")
-    return None, reasons
-
-
 def time_side_by_side(files: dict[str, Path], target, profile_cfg, feed: dict | None) -> dict[str, dict[str, Any]]:
     """Interleaved latency of every file on `target` with the recipe's profile settings (raw samples kept)."""
     from ..profile import profile_models

@@ -193,13 +193,14 @@ def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path:
              steps: list, details: dict[str, Any]) -> tuple[dict | None, dict]:
     """Interleaved float vs quantized latency (plus each fallback step, to price every float node)."""
     from ..profile import latency_stats
-    from .keep import pick_target, ratio_vs, time_side_by_side
+    from ..target import first_available
+    from .keep import ratio_vs, time_side_by_side
     from .ptq import input_name
 
     if not cfg.measure_latency:
         details["latency"] = {"measured": False, "reason": "measure_latency: false"}
         return None, {}
-    target, reasons = pick_target(ctx.recipe.config.targets)
+    target, reasons = first_available(ctx.recipe.config.targets)
     if target is None:
         details["latency"] = {"measured": False, "reason": "; ".join(reasons)}
         return None, {}
