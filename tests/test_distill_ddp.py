@@ -19,11 +19,11 @@ seed: 0
 data: {name: digits, batch_size: 64}
 teacher:
   model: {name: cnn, channels: [16, 32], hidden: 32}
-  train: {epochs: 6, lr: 0.005}
+  train: {epochs: 15, lr: 0.005}
 stages:
   - kind: distill
     student: {name: cnn, channels: [8, 16]}
-    train: {epochs: 6, lr: 0.01}
+    train: {epochs: 15, lr: 0.01}
   - kind: export
 targets: [x86_vnni]
 profile: {runs: 5, warmup: 1}
