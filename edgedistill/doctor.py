@@ -21,8 +21,7 @@ EXTRAS = [
     ("onnx", "onnx", "export, manifest shapes", "pip install onnx"),
     ("torch", "torch", "training stages, export", "pip install torch==2.13.0"),
     ("torch_pruning", "torch-pruning", "structured pruning", "pip install edgedistill[prune]"),
-    ("transformers", "transformers", "Hugging Face teachers", "pip install edgedistill[hf]"),
-    ("optimum", "optimum", "Hugging Face export helpers", "pip install edgedistill[hf]"),
+    ("transformers", "transformers", "head and FFN pruning of Hugging Face models", "pip install edgedistill[hf]"),
     ("tensorrt", "tensorrt", "native TensorRT engines (needs an NVIDIA GPU)", "pip install edgedistill[tensorrt]"),
 ]
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
