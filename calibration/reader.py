@@ -9,7 +9,7 @@ merge the results; only one window of activations is alive at a time. `strided_w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -52,11 +52,13 @@ class ArrayCalibrationReader(CalibrationDataReader):
     `np.load(..., mmap_mode="r")` array far larger than RAM. `len()` counts batches; `set_range` limits the
     next pass to batches [start, end), which is how ORT streams windows (CalibStridedMinMax)."""
 
-    def __init__(self, x: np.ndarray, indices: np.ndarray, input_name: str, batch_size: int = 32) -> None:
+    def __init__(self, x: np.ndarray, indices: np.ndarray, input_name: str, batch_size: int = 32,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.x, self.indices, self.input_name, self.batch_size = x, np.asarray(indices), input_name, int(batch_size)
         self._range = (0, len(self))
         self._it: Iterator[dict] | None = None
         self.batches_served = 0  # how many batches were handed out in total (for tests and logs)
+        self.on_batch = on_batch  # progress display: called with batches_served
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -66,6 +68,8 @@ class ArrayCalibrationReader(CalibrationDataReader):
         for b in range(start, min(end, len(self))):
             rows = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
             self.batches_served += 1
+            if self.on_batch is not None:
+                self.on_batch(self.batches_served)
             yield {self.input_name: np.ascontiguousarray(self.x[rows], dtype=np.float32)}
 
     def get_next(self) -> dict | None:

@@ -1,14 +1,16 @@
 """Progress bars that only exist on a terminal.
 
-Long loops (epochs, calibration, profiling) report through `track`; on a terminal it draws a transient rich
-bar, elsewhere (CI logs, pipes, `--json`) it is a plain iterator, so captured output stays clean.
+Long loops (epochs, calibration, profiling) report through `track` or `progress_callback`; on a terminal
+they draw a transient rich bar that disappears when done, elsewhere (CI logs, pipes, `--json`) they draw
+nothing, so captured output stays clean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -18,23 +20,31 @@ def enabled() -> bool:
     return sys.stdout.isatty() and os.environ.get("EDGEDISTILL_PROGRESS", "1") != "0"
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+@contextlib.contextmanager
+def progress_callback(description: str, total: int | None = None) -> Iterator[Callable[[int, int | None], None] | None]:
+    """For loops that run elsewhere (a profiling subprocess, ONNX Runtime's calibrator): yields
+    `update(done, total)` on a terminal, None otherwise."""
     if not enabled():
-        yield from items
+        yield None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total if total is not None else _len(items))
-        for item in items:
+        task = bar.add_task(description, total=total)
+        yield lambda done, total=None: bar.update(task, completed=done, total=total if total is not None else bar.tasks[0].total)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate `items`, with a transient bar on a terminal."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    with progress_callback(description, total) as update:
+        for done, item in enumerate(items, start=1):
             yield item
-            bar.advance(task)
-
-
-def _len(items: Iterable) -> int | None:
-    try:
-        return len(items)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+            if update is not None:
+                update(done)

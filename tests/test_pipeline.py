@@ -143,3 +143,36 @@ def test_nan_loss_stops_with_stage_epoch_and_step(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "loss became nan in teacher at epoch 1, step" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    """On a terminal the run shows epoch, calibration and profiling bars; in a pipe it shows none."""
+    import pty
+
+    exe = Path(sys.executable).with_name("edgedistill")
+    args = [str(exe), "compress", "--recipe", "mobile", *set_args(FAST)]
+    env = {**os.environ, "COLUMNS": "120"}
+    env.pop("EDGEDISTILL_PROGRESS", None)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "tty")], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=600)
+    os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode in (0, 1), shown[-2000:]
+    for bar in ("teacher: epochs", "calibrating", "profiling on x86_vnni"):
+        assert bar in shown, bar
+    piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, env=env, timeout=600)
+    assert piped.returncode in (0, 1), piped.stderr
+    for bar in ("epochs", "calibrating", "profiling on"):
+        assert bar not in piped.stdout and bar not in piped.stderr

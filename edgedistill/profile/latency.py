@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..progress import progress_callback
 from ..target import Target, availability
 from . import probe
 from .probe import ONNX_DTYPES, ProbeError
@@ -94,7 +95,8 @@ def profile_models(
         else:
             config["models"] = {n: str(p) for n, p in files.items()}
             try:
-                result = probe.coordinate(config)
+                with progress_callback(f"profiling on {target.name}") as on_burst:
+                    result = probe.coordinate(config, on_burst=on_burst)
             except ProbeError as exc:
                 raise UserError(f"cannot time the model: {exc}", where=str(next(iter(files.values()))),
                                 fix="check that the file is a valid ONNX model for this target's runtime") from exc

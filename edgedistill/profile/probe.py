@@ -395,11 +395,12 @@ class ProbeError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------- coordinator
-def coordinate(config: dict) -> dict:
+def coordinate(config: dict, on_burst=None) -> dict:
     """Time every model of `config["models"]` in its own worker, bursts interleaved A,B,A,B,...
 
     Each model gets `warmup` runs, then bursts of `burst` runs until `runs` are taken or `time_budget_s`
-    has passed (at least two bursts each). Samples keep their order so burst-wise ratios can be formed."""
+    has passed (at least two bursts each). Samples keep their order so burst-wise ratios can be formed.
+    `on_burst(done, total)` is called after every round of bursts (the caller's progress display)."""
     models: dict = config["models"]
     cfg = {k: config.get(k) for k in ("runtime", "providers", "provider_options", "threads", "batch", "shapes",
                                       "feed", "seed", "precision")}
@@ -426,6 +427,8 @@ def coordinate(config: dict) -> dict:
                 reply = w.ask({"cmd": "run", "n": n})
                 samples[name].extend(reply["samples_ms"])
                 peaks[name] = reply
+            if on_burst is not None:
+                on_burst(b + 1, n_bursts)
         ops = {}
         if int(config.get("op_profile_runs") or 0) > 0:
             for name, w in workers.items():

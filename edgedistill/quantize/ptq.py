@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_path
+from ..progress import progress_callback
 from .presets import Preset
 
 # Ops whose float kernels dominate time and that ORT quantizes with weights: the units of fallback.
@@ -68,12 +69,24 @@ def quantize_static_qdq(
     Ranges come from `calibration.calibrate_ranges` (ORT's calibrators, windowed) and are cached at
     `cache_path`: later calls with other `nodes_to_exclude` reuse them, so accuracy-aware fallback does not
     re-run calibration for every candidate. (On ORT < 1.32, quantize_static calibrates inline instead.)"""
-    import onnxruntime.quantization as q
-
-    from edgedistill.calibration import ArrayCalibrationReader, calibrate_ranges, can_cache, strided_window
+    from edgedistill.calibration import ArrayCalibrationReader
 
     calib = _calibration_method(method)
-    reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size)
+    n_batches = -(-len(calib_idx) // batch_size)
+    with progress_callback(f"calibrating ({method})", n_batches) as update:
+        reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size, on_batch=update)
+        return _quantize_static(pre_path, out_path, reader, calib, preset=preset, per_channel=per_channel,
+                                method=method, max_batches_in_memory=max_batches_in_memory, percentile=percentile,
+                                entropy_bins=entropy_bins, nodes_to_exclude=nodes_to_exclude, cache_path=cache_path)
+
+
+def _quantize_static(pre_path: Path, out_path: Path, reader, calib, *, preset: Preset, per_channel: bool, method: str,
+                     max_batches_in_memory: int, percentile: float, entropy_bins: int,
+                     nodes_to_exclude: list[str] | None, cache_path: Path | None) -> Path:
+    import onnxruntime.quantization as q
+
+    from edgedistill.calibration import calibrate_ranges, can_cache, strided_window
+
     extra = {"ActivationSymmetric": preset.activation_symmetric, "WeightSymmetric": preset.weight_symmetric,
              **preset.extra_options}
     kwargs: dict = {}
