@@ -149,11 +149,19 @@ def artifact_path(report: Mapping) -> Path:
     return p if p.is_absolute() else Path(report["_path"]).parent / p
 
 
+def target_of(report: dict, name: str):
+    """The target a report was profiled on: the spec stored in the report (custom targets too), else the built-in."""
+    from .target import Target, load_target
+
+    spec = ((report.get("targets") or {}).get(name) or {}).get("spec")
+    return Target(**spec) if spec else load_target(name)
+
+
 def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, burst: int,
                   warmup: int) -> list[GateResult]:
     """One result per target both reports profiled: interleaved re-profile ratio current/baseline - 1."""
     from .profile import interleaved_ratio, profile_models
-    from .target import availability, load_target
+    from .target import availability
 
     cur_lat = current["models"]["deployed"].get("latency") or {}
     base_lat = baseline["models"]["deployed"].get("latency") or {}
@@ -171,9 +179,9 @@ def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, bur
                                   "re-profiling both files side by side, never as ms from two runs"))
             continue
         try:
-            target = load_target(name)
-        except UserError:
-            out.append(GateResult(gname, limit, None, True, True, f"target {name} is not a built-in"))
+            target = target_of(current, name)
+        except UserError as exc:
+            out.append(GateResult(gname, limit, None, True, True, f"target {name}: {exc.message}"))
             continue
         ok, why = availability(target)
         if not ok:

@@ -162,3 +162,17 @@ def test_cli_verify_exit_codes(bundle, tmp_path):
     assert proc.returncode == 1 and "model.onnx" in proc.stdout
     proc = run_cli("verify", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "manifest.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_engine_targets_without_tensorrt_get_no_engine_and_say_why(tmp_path):
+    from edgedistill.profile.tensorrt import tensorrt_status
+
+    if tensorrt_status()[0]:
+        pytest.skip("TensorRT is present: the GPU tests build a real engine instead")
+    src = _export_cnn(tmp_path / "exported.onnx")
+    out = write_bundle(tmp_path / "run", src, dataset_meta=META, report=_report(),
+                       targets=[load_target("x86_vnni"), load_target("nvidia_trt_int8")])
+    assert not list(out.glob("*.engine"))
+    entries = {t["name"]: t for t in json.loads((out / "manifest.json").read_text())["targets"]}
+    assert entries["nvidia_trt_int8"]["engine"] is None and "TensorRT" in entries["nvidia_trt_int8"]["engine_note"]
+    assert "engine" not in entries["x86_vnni"]

@@ -144,3 +144,20 @@ def test_cli_exit_codes_and_junit(tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["passed"] is True
     proc = run_cli("check", str(cur), "--baseline", str(tmp_path / "missing.json"))
     assert proc.returncode == 2 and "--baseline" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_cpu_target
+def test_custom_target_stored_in_the_report_is_re_profiled(tmp_path, onnx_files):
+    """A target that is not a built-in (a user's YAML) travels in report.json, so the gate can still time on it."""
+    spec = {**load_target(TARGET).model_dump(mode="json"), "name": "my_box", "description": "a user's own target"}
+    reports = []
+    for _ in range(2):
+        rep = _report(0.95, 1.0, {"latency_growth": 0.10}, target="my_box")
+        rep["targets"] = {"my_box": {"available": True, "reason": "available", "spec": spec}}
+        reports.append(rep)
+    (r,) = _check(tmp_path, reports[0], reports[1], onnx_files["slow"], onnx_files["base"]).results
+    assert r.name == "latency_growth[my_box]" and not r.skipped
+    assert not r.passed and r.value > 0.10, r.detail
+    del reports[0]["targets"]  # without the stored spec the name means nothing here: skipped, with the reason
+    (r,) = _check(tmp_path / "again", reports[0], reports[1], onnx_files["slow"], onnx_files["base"]).results
+    assert r.skipped and "my_box" in r.detail

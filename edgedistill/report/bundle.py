@@ -338,6 +338,18 @@ def _integrity(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def write_engines(bdir: Path, targets: Sequence[Target]) -> dict[str, Path | None]:
+    """A TensorRT engine per target that asks for one, built only where TensorRT and a GPU exist.
+
+    Engines are specific to the GPU and TensorRT version that built them, so none is faked or copied from
+    elsewhere: without TensorRT the target gets no engine and the manifest's target entry says why."""
+    from ..profile.tensorrt import build_engine, tensorrt_status
+
+    ok, _ = tensorrt_status()
+    return {t.name: build_engine(bdir / "model.onnx", bdir / f"model.{t.name}.engine", t) if ok else None
+            for t in targets}
+
+
 def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: dict, targets: list[Target]) -> Path:
     """Fill `<run_dir>/bundle/` and return its path. Files are written atomically; the manifest goes last."""
     run_dir, onnx_path = Path(run_dir), Path(onnx_path)
@@ -348,6 +360,8 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     ort_targets = [t for t in targets if "ort" in t.formats]
     if ort_targets:
         written += write_ort(bdir / "model.onnx", bdir, arm=any(t.arch == "aarch64" for t in ort_targets))
+    engines = write_engines(bdir, [t for t in targets if "engine" in t.formats])
+    written += [p for p in engines.values() if p is not None]
     labels = [str(c) for c in dataset_meta.get("class_labels") or []]
     if labels:
         written.append(write_text(bdir / "labels.txt", "\n".join(labels) + "\n"))
@@ -386,7 +400,11 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
         "latency": {t: {k: s[k] for k in LATENCY_KEYS if k in s} for t, s in (dep.get("latency") or {}).items()},
         "targets": [{"name": t.name, "precision": t.precision, "quant_preset": t.quant_preset, "formats": t.formats,
                      "available": (tinfo.get(t.name) or {}).get("available", t.name in (dep.get("latency") or {})),
-                     "reason": (tinfo.get(t.name) or {}).get("reason")} for t in targets],
+                     "reason": (tinfo.get(t.name) or {}).get("reason"),
+                     **({"engine": engines[t.name].name if engines[t.name] else None,
+                         "engine_note": None if engines[t.name] else "not built: TensorRT or a GPU is missing here; "
+                         "build it on the device (edgedistill doctor says why)"} if t.name in engines else {})}
+                    for t in targets],
         "versions": _versions(),
         "recipe": {"name": (report.get("recipe") or {}).get("name"), "sha256": (report.get("recipe") or {}).get("sha256")},
         "files": {},
