@@ -8,9 +8,8 @@ code is `probe.py`, a self-contained script that also runs unchanged on remote d
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,9 @@ from ..errors import UserError
 from ..progress import progress_callback
 from ..target import Target, availability
 from . import probe
-from .probe import ONNX_DTYPES, ProbeError
+from .probe import ProbeError, latency_stats
 
-__all__ = ["ONNX_DTYPES", "latency_stats", "make_session", "probe_config", "profile_models", "synthetic_feed"]
-
-
-def latency_stats(samples_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
-    """Percentiles, mean, std, coefficient of variation and throughput of a sample (see probe.py)."""
-    return probe.latency_stats(samples_ms, batch)
-
-
-def make_session(path: str | Path, target: Target, threads: int | None = None):
-    """An in-process ONNX Runtime session configured as the target says (for evaluation, not timing)."""
-    cfg = {"providers": target.providers, "provider_options": target.provider_options,
-           "threads": threads or target.threads}
-    return probe.ort_session(str(path), cfg)
-
-
-def synthetic_feed(session, batch: int, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> dict:
-    """Random inputs of the session's declared shapes, symbolic dimensions set to `batch` (first) or `shapes`."""
-    return probe.synthetic_feed([(i.name, i.shape, i.type) for i in session.get_inputs()], batch, shapes, seed)
+__all__ = ["latency_stats", "probe_config", "profile_models"]
 
 
 def probe_config(target: Target, *, batch: int, threads: int | None, runs: int, warmup: int, burst: int,
@@ -105,7 +87,3 @@ def profile_models(
                    "remote": target.ssh_destination if target.remote else None}
             for name, stats in result["models"].items()}
 
-
-def dumps_compact(stats: Mapping[str, Any]) -> str:
-    """One line of JSON without the raw samples (for logs)."""
-    return json.dumps({k: v for k, v in stats.items() if k not in ("samples_ms", "host", "ops")})

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,7 +34,7 @@ INT8_TYPES = {"int8", "uint8", "int4", "uint4"}
 FLOAT_TYPES = {"float", "float16", "double", "bfloat16"}
 
 
-def latency_stats(samples_ms, batch: int = 1) -> dict:
+def latency_stats(samples_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
     """Percentiles, mean, std, coefficient of variation and throughput (items per second) of a sample."""
     a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0:
