@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ..config import Strict
 from ..errors import UserError
+from ..io import atomic_path
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
 
@@ -29,7 +30,8 @@ def run_export(state: ModelState, cfg: ExportConfig, ctx: RunContext) -> ModelSt
     out = ctx.stage_dir / "model.onnx"
     quantized = state.onnx is not None
     if quantized:
-        shutil.copyfile(state.onnx, out)
+        with atomic_path(out) as tmp:  # a killed run must not leave a half-copied file behind
+            shutil.copyfile(state.onnx, tmp)
     else:
         export_onnx(state.model, out, ctx.data.input_shape, cfg.opset)
     check = parity(state.model, out, ctx.data.val.x[: cfg.parity_samples])
