@@ -176,3 +176,16 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
     assert piped.returncode in (0, 1), piped.stderr
     for bar in ("epochs", "calibrating", "profiling on"):
         assert bar not in piped.stdout and bar not in piped.stderr
+
+
+def test_npz_with_half_a_validation_split_is_a_user_error(tmp_path):
+    import numpy as np
+
+    from edgedistill.errors import UserError
+
+    x, y = np.zeros((20, 1, 8, 8), np.float32), np.arange(20) % 2
+    path = tmp_path / "half.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y, x_val=x[:4])
+    with pytest.raises(UserError, match="x_val and y_val must be given together") as err:
+        load_dataset(DataConfig(name="npz", path=str(path)))
+    assert err.value.where == str(path)

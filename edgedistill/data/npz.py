@@ -22,6 +22,9 @@ def load_npz(cfg: DataConfig) -> Dataset:
         if missing:
             raise UserError(f"missing arrays {sorted(missing)}", where=str(path),
                             fix="save x_train, y_train, x_test, y_test (and optionally x_val, y_val)")
+        if ("x_val" in z.files) != ("y_val" in z.files):
+            raise UserError("x_val and y_val must be given together", where=str(path),
+                            fix="save both validation arrays, or neither (then val_fraction of x_train is held out)")
         arrays = {k: z[k] for k in z.files}
     x, y = arrays["x_train"].astype(np.float32), arrays["y_train"].astype(np.int64)
     if "x_val" in arrays:
