@@ -23,8 +23,6 @@ import torch.nn.functional as F
 # (student_logits, teacher_probs_at_T, labels, T, skew) -> scalar
 LogitLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
 LOGIT_LOSSES: dict[str, LogitLoss] = {}
-# Losses that take log p of the teacher, so a sparse teacher (zeros outside the kept classes) gives infinity.
-NEEDS_DENSE_TEACHER = {"rkl"}
 
 
 def register_logit_loss(name: str) -> Callable[[LogitLoss], LogitLoss]:
