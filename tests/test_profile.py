@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edgedistill.errors import UserError
-from edgedistill.profile import interleaved_ratio, latency_stats, profile_models
+from edgedistill.profile import interleaved_ratio, latency_stats, probe, profile_models
 from edgedistill.profile.compare import burst_medians
-from edgedistill.profile.probe import op_breakdown
+from edgedistill.profile.probe import ProbeError, op_breakdown
 from edgedistill.profile.synthetic import synthetic_mlp
 from edgedistill.target import Target, load_target
 
@@ -154,6 +154,32 @@ def test_bad_inputs_are_user_errors(tmp_path, models):
     if arm.arch != __import__("platform").machine().lower():
         with pytest.raises(UserError, match="not usable"):
             profile_models({"m": models["base"]}, arm)
+
+
+def _child_workers() -> list[int]:
+    """Running probe workers whose parent is this test process (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"probe.py" in cmd:
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_worker_that_fails_to_load_is_not_left_running(tmp_path, models):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ProbeError, match="junk"):
+        probe.coordinate({"models": {"ok": str(models["base"]), "junk": str(junk)}, "threads": 1, "batch": 1, "seed": 0,
+                          "runs": 5, "warmup": 0})
+    assert _child_workers() == []
 
 
 def test_cli_profile_json_is_one_document(models):

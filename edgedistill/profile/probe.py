@@ -315,7 +315,6 @@ def _handle(msg: dict, state: dict) -> dict:
     if cmd == "load":
         cfg = msg["cfg"]
         state["cfg"], state["path"] = cfg, msg["path"]
-        runner_inputs = None
         if cfg.get("feed"):
             loaded = np.load(cfg["feed"])
             state["feed"] = {k: loaded[k] for k in loaded.files}
@@ -360,7 +359,11 @@ class Worker:
         self.name = name
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.info = self.ask({"cmd": "load", "path": path, "cfg": cfg})
+        try:
+            self.info = self.ask({"cmd": "load", "path": path, "cfg": cfg})
+        except BaseException:  # the coordinator only closes workers that loaded; do not leave this one running
+            self.close()
+            raise
 
     def ask(self, msg: dict) -> dict:
         try:
