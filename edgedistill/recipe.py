@@ -127,9 +127,8 @@ def _line_map(text: str) -> dict[tuple, int]:
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                lines[(*path, key.value)] = key.start_mark.line + 1
                 walk(value, (*path, key.value))
-                lines[(*path, key.value)] = key.start_mark.line + 1
+                lines[(*path, key.value)] = key.start_mark.line + 1  # the key's line, not its value's
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
