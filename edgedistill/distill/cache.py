@@ -29,7 +29,7 @@ from pydantic import Field
 from torch import nn
 
 from ..config import Strict
-from ..io import atomic_path
+from ..io import atomic_path, write_json
 
 
 class CacheConfig(Strict):
@@ -156,7 +156,6 @@ def load_or_build(teacher: nn.Module, x: np.ndarray, cfg: CacheConfig, folder: P
     if write:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
-        with atomic_path(folder / f"teacher-{key}.json") as tmp:
-            tmp.write_text(json.dumps({"num_classes": logits.shape[1], "settings": full}))
+        write_json(folder / f"teacher-{key}.json", {"num_classes": logits.shape[1], "settings": full})
     out = TeacherOutputs(tensors, logits.shape[1])
     return out, {"key": key, "hit": False, "file": str(path), "bytes": out.nbytes}
