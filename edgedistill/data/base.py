@@ -7,15 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ..config import Strict
 from ..errors import UserError, did_you_mean
 
 
-class DataConfig(BaseModel):
+class DataConfig(Strict):
     """The recipe's `data:` section."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="dataset loader: digits, mnist, npz")
     path: str | None = Field(None, description="file or folder for loaders that read from disk")
