@@ -8,7 +8,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TeacherConfig, TrainConfig
 from ..data import Dataset
 from ..evaluate import evaluate_torch
 from ..models import build_model, load_checkpoint
@@ -16,7 +16,7 @@ from ..state import StageRecord
 
 
 def prepare_teacher(
-    cfg, data: Dataset, *, seed: int, batch_size: int, stage_dir: Path, resume: bool
+    cfg: TeacherConfig, data: Dataset, *, seed: int, batch_size: int, stage_dir: Path, resume: bool
 ) -> tuple[nn.Module, StageRecord]:
     """Build the teacher from its spec, then load its checkpoint or train it with cross-entropy."""
     from ..distill.trainer import fit
