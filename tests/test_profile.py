@@ -177,9 +177,16 @@ def test_worker_that_fails_to_load_is_not_left_running(tmp_path, models):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(ProbeError, match="junk"):
-        probe.coordinate({"models": {"ok": str(models["base"]), "junk": str(junk)}, "threads": 1, "batch": 1, "seed": 0,
-                          "runs": 5, "warmup": 0})
+        probe.coordinate({"models": {"ok": str(models["base"]), "junk": str(junk)}, "runs": 5, "warmup": 0})
     assert _child_workers() == []
+
+
+def test_probe_config_keys_may_be_missing_or_null(models):
+    # `python probe.py run CONFIG.json` on a device: absent and null keys both mean "the default"
+    res = probe.coordinate({"models": {"m": str(models["base"])}, "runs": 4, "warmup": 0, "burst": 2,
+                            "threads": None, "batch": None, "seed": None, "time_budget_s": None})
+    s = res["models"]["m"]
+    assert s["runs"] == 4 and s["batch"] == 1 and s["threads"] == 1 and s["input_shapes"] == {"x": [1, 64]}
 
 
 def test_cli_profile_json_is_one_document(models):

@@ -404,10 +404,12 @@ def coordinate(config: dict, on_burst=None) -> dict:
 
     Each model gets `warmup` runs, then bursts of `burst` runs until `runs` are taken or `time_budget_s`
     has passed (at least two bursts each). Samples keep their order so burst-wise ratios can be formed.
-    `on_burst(done, total)` is called after every round of bursts (the caller's progress display)."""
+    `on_burst(done, total)` is called after every round of bursts (the caller's progress display).
+    A key that is missing or null takes its default."""
+    config = {k: v for k, v in config.items() if v is not None}
     models: dict = config["models"]
-    cfg = {k: config.get(k) for k in ("runtime", "providers", "provider_options", "threads", "batch", "shapes",
-                                      "feed", "seed", "precision")}
+    cfg = {k: config[k] for k in ("runtime", "providers", "provider_options", "threads", "batch", "shapes",
+                                  "feed", "seed", "precision") if k in config}
     runs, warmup = int(config.get("runs", 100)), int(config.get("warmup", 10))
     burst = max(1, min(int(config.get("burst", 10)), runs))
     budget = config.get("time_budget_s")
