@@ -167,7 +167,8 @@ def availability(target: Target) -> tuple[bool, str]:
     machine = machine_arch()
     if target.arch != "any" and target.arch != machine:
         return False, f"needs an {target.arch} CPU; this machine is {machine} (set ssh_host to profile on a device)"
-    missing = [f for f in target.cpu_flags if f not in cpu_flags()]
+    have = set(cpu_flags()) if target.cpu_flags else set()
+    missing = [f for f in target.cpu_flags if f not in have]
     if missing:
         return False, f"CPU lacks {', '.join(missing)}"
     if target.gpu:
