@@ -16,17 +16,31 @@ import io
 import tempfile
 from pathlib import Path
 
+from edgedistill.errors import UserError
+
 from .reader import ArrayCalibrationReader
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibration_method(name: str):
+    """ONNX Runtime's `CalibrationMethod` for a recipe's `calibration.method` name."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}
+    if name not in table:
+        raise UserError(f'unknown calibration method "{name}"', where="calibration.method",
+                        fix=f"use one of: {', '.join(METHODS)}")
+    return table[name]
 
 
 def calibrate_ranges(model_path: Path, reader: ArrayCalibrationReader, method: str, cache_path: Path, *,
                      window: int, percentile: float = 99.999, entropy_bins: int = 512) -> Path:
     """Collect activation ranges of `model_path` over `reader` in windows of `window` batches; write the cache."""
-    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile}[method]
+    calibrate_method = calibration_method(method)
     extra = {"percentile": percentile} if method == "percentile" else {}
     if method == "entropy":
         extra.update(num_bins=entropy_bins, num_quantized_bins=128)

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
 from ..io import atomic_path
 from ..progress import progress_callback
 from .presets import Preset
 
 # Ops whose float kernels dominate time and that ORT quantizes with weights: the units of fallback.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-METHODS = ("minmax", "entropy", "percentile")
 
 
 def preprocess(float_path: Path, out_path: Path) -> Path:
@@ -47,17 +45,6 @@ def quantizable_nodes(path: Path, op_types: tuple[str, ...] = WEIGHTED_OPS) -> l
     return [n.name for n in graph.node if n.op_type in op_types]
 
 
-def _calibration_method(method: str):
-    import onnxruntime.quantization as q
-
-    table = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-             "percentile": q.CalibrationMethod.Percentile}
-    if method not in table:
-        raise UserError(f'unknown calibration method "{method}"', where="calibration.method",
-                        fix=f"use one of: {', '.join(METHODS)}")
-    return table[method]
-
-
 def quantize_static_qdq(
     pre_path: Path, out_path: Path, calib_x: np.ndarray, calib_idx: np.ndarray, *,
     preset: Preset, per_channel: bool, method: str = "minmax", batch_size: int = 32,
@@ -69,9 +56,9 @@ def quantize_static_qdq(
     Ranges come from `calibration.calibrate_ranges` (ORT's calibrators, windowed) and are cached at
     `cache_path`: later calls with other `nodes_to_exclude` reuse them, so accuracy-aware fallback does not
     re-run calibration for every candidate. (On ORT < 1.32, quantize_static calibrates inline instead.)"""
-    from edgedistill.calibration import ArrayCalibrationReader
+    from edgedistill.calibration import ArrayCalibrationReader, calibration_method
 
-    calib = _calibration_method(method)
+    calib = calibration_method(method)
     n_batches = -(-len(calib_idx) // batch_size)
     with progress_callback(f"calibrating ({method})", n_batches) as update:
         reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size, on_batch=update)
