@@ -151,10 +151,20 @@ def artifact_path(report: Mapping) -> Path:
 
 def target_of(report: dict, name: str):
     """The target a report was profiled on: the spec stored in the report (custom targets too), else the built-in."""
+    from pydantic import ValidationError
+
     from .target import Target, load_target
 
     spec = ((report.get("targets") or {}).get(name) or {}).get("spec")
-    return Target(**spec) if spec else load_target(name)
+    if not spec:
+        return load_target(name)
+    try:
+        return Target.model_validate(spec)
+    except ValidationError as exc:  # e.g. a report written by a version whose targets have more fields
+        err = exc.errors()[0]
+        raise UserError(f"stored spec is not a valid target here: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                        where=f"{report['_path']}: targets.{name}.spec",
+                        fix="re-run the recipe with this edgedistill version") from exc
 
 
 def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, burst: int,

@@ -161,3 +161,13 @@ def test_custom_target_stored_in_the_report_is_re_profiled(tmp_path, onnx_files)
     del reports[0]["targets"]  # without the stored spec the name means nothing here: skipped, with the reason
     (r,) = _check(tmp_path / "again", reports[0], reports[1], onnx_files["slow"], onnx_files["base"]).results
     assert r.skipped and "my_box" in r.detail
+
+
+def test_invalid_stored_target_spec_skips_latency_with_the_reason(tmp_path, onnx_files):
+    reports = []
+    for _ in range(2):
+        rep = _report(0.95, 1.0, {"latency_growth": 0.10}, target="my_box")
+        rep["targets"] = {"my_box": {"available": True, "spec": {"name": "my_box", "from_a_newer_version": 1}}}
+        reports.append(rep)
+    (r,) = _check(tmp_path, reports[0], reports[1], onnx_files["slow"], onnx_files["base"]).results
+    assert r.skipped and "my_box" in r.detail and "from_a_newer_version" in r.detail
