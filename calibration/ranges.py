@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgedistill.errors import UserError
 
-from .reader import ArrayCalibrationReader
+from .reader import ArrayCalibrationReader, strided_window
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -64,3 +64,13 @@ def can_cache() -> bool:
     from onnxruntime.quantization import quantize_static
 
     return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def calibration_window(n_batches: int, max_batches: int) -> int:
+    """Batches per calibration window, as static quantization will actually use it.
+
+    With a range cache (`can_cache`), `calibrate_ranges` takes windows of `max_batches` (the last one may be
+    shorter); otherwise ORT strides inline and needs a window that divides `n_batches` (`strided_window`)."""
+    if can_cache():
+        return min(max_batches, n_batches)
+    return strided_window(n_batches, max_batches) or n_batches

@@ -3,8 +3,9 @@
 ONNX Runtime's calibrators keep every intermediate output of every batch they are fed in one
 `collect_data` call (the histogram calibrators, entropy and percentile, keep them all until the end: the
 "entropy calibration on BERT ate my RAM" reports). The reader therefore exposes `__len__` and `set_range`,
-which ORT's `CalibStridedMinMax` option uses to call `collect_data` once per window of `stride` batches and
-merge the results; only one window of activations is alive at a time. `strided_window` picks the window.
+which `calibrate_ranges` (or, on ONNX Runtime < 1.32, ORT's `CalibStridedMinMax` option) uses to call
+`collect_data` once per window of batches and merge the results; only one window of activations is alive at
+a time. `calibration_window` picks the window.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ArrayCalibrationReader(CalibrationDataReader):
 
     Only the current batch is materialised (a float32 copy of `batch_size` rows), so `x` may be an
     `np.load(..., mmap_mode="r")` array far larger than RAM. `len()` counts batches; `set_range` limits the
-    next pass to batches [start, end), which is how ORT streams windows (CalibStridedMinMax)."""
+    next pass to batches [start, end), which is how calibration streams windows."""
 
     def __init__(self, x: np.ndarray, indices: np.ndarray, input_name: str, batch_size: int = 32,
                  on_batch: Callable[[int], None] | None = None) -> None:

@@ -6,7 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from edgedistill.calibration import ArrayCalibrationReader, select_samples, strided_window
+from edgedistill.calibration import (
+    ArrayCalibrationReader,
+    calibration_window,
+    can_cache,
+    select_samples,
+    strided_window,
+)
 
 from edgedistill.data import DataConfig, load_dataset
 from edgedistill.errors import UserError
@@ -54,6 +60,12 @@ def test_reader_serves_windows_of_batches():
     got = [reader.get_next()["input"][0, 0] for _ in range(2)]
     assert got == [12.0, 24.0] and reader.get_next() is None
     assert strided_window(8, 8) is None and strided_window(12, 5) == 4 and strided_window(7, 3) == 1
+
+
+def test_reported_window_is_the_one_calibration_uses():
+    """10 batches, at most 8 in memory: the range cache takes windows of 8 (+2); ORT's inline striding needs 5."""
+    assert calibration_window(10, 8) == (8 if can_cache() else 5)
+    assert calibration_window(3, 8) == 3
 
 
 def _scales(path) -> dict[str, np.ndarray]:

@@ -72,21 +72,21 @@ def _quantize_static(pre_path: Path, out_path: Path, reader, calib, *, preset: P
                      nodes_to_exclude: list[str] | None, cache_path: Path | None) -> Path:
     import onnxruntime.quantization as q
 
-    from edgedistill.calibration import calibrate_ranges, can_cache, strided_window
+    from edgedistill.calibration import calibrate_ranges, calibration_window, can_cache
 
     extra = {"ActivationSymmetric": preset.activation_symmetric, "WeightSymmetric": preset.weight_symmetric,
              **preset.extra_options}
     kwargs: dict = {}
+    window = calibration_window(len(reader), max_batches_in_memory)
     if can_cache():
         cache = cache_path or out_path.with_name(out_path.name + ".calibration.json")
         if not cache.exists():
-            calibrate_ranges(pre_path, reader, method, cache, window=min(max_batches_in_memory, len(reader)),
-                             percentile=percentile, entropy_bins=entropy_bins)
+            calibrate_ranges(pre_path, reader, method, cache, window=window, percentile=percentile,
+                             entropy_bins=entropy_bins)
         kwargs, reader = {"calibration_cache_path": str(cache)}, None
     else:
         extra["CalibPercentile"] = percentile
-        window = strided_window(len(reader), max_batches_in_memory)
-        if window:
+        if window < len(reader):
             extra["CalibStridedMinMax"] = window  # despite the name, ORT strides every calibrator this way
     with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress
         q.quantize_static(

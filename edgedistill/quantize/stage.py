@@ -91,7 +91,7 @@ def _effective_method(cfg: QuantizeConfig, precision: str) -> str:
 @register_stage("quantize", QuantizeConfig, may_follow={START, "distill", "prune"},
                 summary="int8 (static QDQ / dynamic / QAT with the teacher) or fp16, with fallback and a keep policy")
 def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> ModelState:
-    from edgedistill.calibration import select_samples, strided_window
+    from edgedistill.calibration import calibration_window, select_samples
 
     from ..errors import UserError
     from ..evaluate import METRICS, evaluate_onnx
@@ -129,7 +129,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
         n_batches = -(-len(calib_idx) // cal.batch_size)
         details["calibration"] = {"samples": len(calib_idx), "method": cal.method, "selection": cal.selection,
                                   "batches": n_batches,
-                                  "window_batches": strided_window(n_batches, cal.max_batches_in_memory) or n_batches}
+                                  "window_batches": calibration_window(n_batches, cal.max_batches_in_memory)}
 
     def build(excluded: list[str], out: Path) -> Path:
         if method == "static":
