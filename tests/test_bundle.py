@@ -122,6 +122,17 @@ def test_verify_reports_missing_files_and_unloadable_models(bundle):
     assert not ok and problems == ["labels.txt: missing"]
 
 
+def test_verify_reports_a_malformed_manifest_instead_of_crashing(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for inputs, files in (([{"nam": "input"}], None), ([{"name": "input", "shape": [1], "dtype": "floaty"}], None),
+                          (None, {**manifest["files"], "model.onnx": "not a mapping"})):
+        broken = {**manifest, "inputs": inputs, "files": files or manifest["files"]}
+        (bundle / "manifest.json").write_text(json.dumps(broken))
+        ok, problems = verify_bundle(bundle)
+        assert not ok and any("integrity" in p for p in problems)
+        assert any("malformed" in p or "does not match" in p for p in problems), problems
+
+
 def test_python_snippet_runs_against_the_bundle(bundle):
     proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py")], capture_output=True, text=True,
                           timeout=120)

@@ -441,10 +441,9 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
         if not f.is_file():
             problems.append(f"{rel}: missing")
             continue
-        digest = sha256_file(f)
-        if digest != (info or {}).get("sha256"):
-            problems.append(f"{rel}: sha256 {digest[:16]}… does not match the manifest's "
-                            f"{str((info or {}).get('sha256'))[:16]}…")
+        digest, expected = sha256_file(f), info.get("sha256") if isinstance(info, dict) else None
+        if digest != expected:
+            problems.append(f"{rel}: sha256 {digest[:16]}… does not match the manifest's {str(expected)[:16]}…")
     for model_file in ("model.onnx", "model.ort"):
         if model_file in files and (bdir / model_file).is_file():
             problems += _run_once(bdir / model_file, manifest)
@@ -463,15 +462,16 @@ def _run_once(model: Path, manifest: Mapping[str, Any]) -> list[str]:
         sess = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # any load failure means a damaged or incompatible file
         return [f"{model.name}: does not load in onnxruntime ({str(exc).splitlines()[0][:200]})"]
-    want_in = [v["name"] for v in manifest.get("inputs", [])]
-    want_out = [v["name"] for v in manifest.get("outputs", [])]
+    try:  # a damaged manifest is a finding like any other, never a traceback
+        want_in = [v["name"] for v in manifest.get("inputs", [])]
+        want_out = [v["name"] for v in manifest.get("outputs", [])]
+        feed = {v["name"]: np.zeros([d if isinstance(d, int) else 1 for d in v["shape"]], dtype=np.dtype(v["dtype"]))
+                for v in manifest.get("inputs", [])}
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"{MANIFEST}: inputs/outputs are malformed ({type(exc).__name__}: {exc})"]
     got_in, got_out = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
     if got_in != want_in or got_out != want_out:
         return [f"{model.name}: inputs/outputs {got_in}/{got_out} differ from the manifest's {want_in}/{want_out}"]
-    feed = {}
-    for v in manifest.get("inputs", []):
-        shape = [d if isinstance(d, int) else 1 for d in v["shape"]]
-        feed[v["name"]] = np.zeros(shape, dtype=np.dtype(v["dtype"]))
     try:
         sess.run(None, feed)
     except Exception as exc:  # a run failure is damage too
