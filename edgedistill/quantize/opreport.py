@@ -15,8 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .ptq import WEIGHTED_OPS
+
 CONVERT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def file_op_counts(path: Path) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def runs_quantized(node, producers: dict, constants: set[str]) -> bool:
 
     For weighted ops that is the activation AND the weight (a float weight after a DQ'd activation runs as a
     float kernel: that is what `nodes_to_exclude` leaves behind); the bias does not count."""
-    data = list(node.input[:2]) if node.op_type in WEIGHTED else [i for i in node.input if i and i not in constants]
+    data = list(node.input[:2]) if node.op_type in WEIGHTED_OPS else [i for i in node.input if i and i not in constants]
     fed = [producers.get(i) for i in data if i]
     return bool(fed) and all(p is not None and p.op_type == "DequantizeLinear" for p in fed)
 

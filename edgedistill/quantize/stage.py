@@ -18,8 +18,7 @@ from pydantic import Field
 from ..config import Strict, TrainConfig
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
-
-DEFAULT_FALLBACK_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+from .ptq import WEIGHTED_OPS
 
 
 class CalibrationConfig(Strict):
@@ -50,7 +49,7 @@ class FallbackConfig(Strict):
     max_drop: float | None = Field(
         None, ge=0, description="largest metric drop of the quantized file vs the float file (val split); null: off")
     max_float_nodes: int = Field(4, ge=1, description="give up after this many nodes are back in float")
-    op_types: list[str] = Field(default_factory=lambda: list(DEFAULT_FALLBACK_OPS),
+    op_types: list[str] = Field(default_factory=lambda: list(WEIGHTED_OPS),
                                 description="node types that may fall back to float")
 
 
