@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -157,14 +158,14 @@ def _dims(meta: Mapping, spec: Mapping) -> list[int]:
 
 def kotlin_snippet(spec: Mapping, meta: Mapping, model_file: str) -> str:
     pre, dims = _pre(meta), _dims(meta, spec)
-    per_channel = max(1, _prod(dims[1:])) if len(dims) > 1 else 1
+    per_channel = math.prod(dims[1:]) or 1  # dims are (channels, ...) without the batch
     mean = ", ".join(f"{m}f" for m in pre["mean"]) or "0f"
     std = ", ".join(f"{s}f" for s in pre["std"]) or "1f"
     return f'''// Android, with the ONNX Runtime mobile package:
 //   implementation("com.microsoft.onnxruntime:onnxruntime-android:latest.release")
 // Put {model_file} in src/main/assets/.  Usage:
 //   val model = EdgeModel(context.assets.open("{model_file}").readBytes())
-//   val label = model.predict(rawValues)   // FloatArray of {_prod(dims)} values, layout {"x".join(map(str, dims))}
+//   val label = model.predict(rawValues)   // FloatArray of {math.prod(dims)} values, layout {"x".join(map(str, dims))}
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
@@ -202,12 +203,12 @@ class EdgeModel(modelBytes: ByteArray) : AutoCloseable {{
 
 def swift_snippet(spec: Mapping, meta: Mapping, model_file: str) -> str:
     pre, dims = _pre(meta), _dims(meta, spec)
-    per_channel = max(1, _prod(dims[1:])) if len(dims) > 1 else 1
+    per_channel = math.prod(dims[1:]) or 1  # dims are (channels, ...) without the batch
     name, ext = model_file.rsplit(".", 1)
     return f'''// iOS, with ONNX Runtime (Swift Package: onnxruntime-swift-package-manager, or pod 'onnxruntime-objc').
 // Add {model_file} to the app target.  Usage:
 //   let model = try EdgeModel()
-//   let label = try model.predict(rawValues)   // [Float] of {_prod(dims)} values, layout {"x".join(map(str, dims))}
+//   let label = try model.predict(rawValues)   // [Float] of {math.prod(dims)} values, layout {"x".join(map(str, dims))}
 import Foundation
 import onnxruntime_objc
 
@@ -244,13 +245,6 @@ final class EdgeModel {{
     }}
 }}
 '''
-
-
-def _prod(xs: Sequence[int]) -> int:
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- model card
