@@ -6,8 +6,6 @@ import json
 
 import click
 
-from edgedistill.recipe import builtin_recipe_names, load_recipe, read_recipe_text
-
 from .main import cli
 
 
@@ -23,6 +21,7 @@ def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resu
 
     Exit code 0 when every gate passed, 1 when a gate failed, 2 on bad input."""
     from edgedistill.pipeline import run_pipeline
+    from edgedistill.recipe import load_recipe
     from edgedistill.report.summary import format_summary
 
     recipe = load_recipe(recipe_name, list(overrides))
@@ -43,6 +42,8 @@ def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resu
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
 def validate(recipe_name: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (schema, files, stage order, targets) without running it."""
+    from edgedistill.recipe import load_recipe
+
     recipe = load_recipe(recipe_name, list(overrides))
     kinds = " → ".join(["teacher", *(s.kind for s in recipe.config.stages)])
     click.echo(f"{recipe.source}: ok ({kinds}; sha256 {recipe.sha256[:12]})")
@@ -52,6 +53,8 @@ def validate(recipe_name: str, overrides: tuple[str, ...]) -> None:
 def recipes() -> None:
     """List the built-in recipes, one line each."""
     import yaml
+
+    from edgedistill.recipe import builtin_recipe_names, read_recipe_text
 
     names = builtin_recipe_names()
     width = max(map(len, names), default=0) + 2
