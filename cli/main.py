@@ -63,4 +63,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m edgedistill.cli.main`: this file runs as __main__, but the command modules registered on the
+    # `cli` of the module imported under its real name, so run that one.
+    from edgedistill.cli.main import main as _main
+
+    _main()

@@ -103,3 +103,14 @@ def test_cli_targets_lists_every_builtin():
     rows = json.loads(run_cli("targets", "--json").stdout)
     assert {r["name"] for r in rows} == set(builtin_target_names())
     assert all(r["usable"] or r["reason"] for r in rows)
+
+
+def test_cli_runs_as_a_module_too():
+    """`python -m edgedistill.cli.main` (run_cli's fallback without the console script) has every command."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgedistill.cli.main", "targets", "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert {r["name"] for r in json.loads(proc.stdout)} == set(builtin_target_names())
