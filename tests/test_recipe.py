@@ -108,3 +108,16 @@ def test_cli_validate_ok_and_recipes_lists_builtin():
     assert proc.returncode == 0 and "ok" in proc.stdout
     proc = run_cli("recipes")
     assert proc.returncode == 0 and "mobile" in [line.split()[0] for line in proc.stdout.splitlines()]
+
+
+def test_validating_every_builtin_recipe_imports_no_torch():
+    """`edgedistill validate` reads the stage and model registries only; torch and ONNX Runtime load on demand."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgedistill.recipe import builtin_recipe_names, load_recipe\n"
+            "for name in builtin_recipe_names(): load_recipe(name)\n"
+            "print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

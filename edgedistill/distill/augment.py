@@ -7,11 +7,14 @@ under torchrun sees the same augmented sample.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from ..config import Strict
+
+if TYPE_CHECKING:  # AugmentConfig is part of the recipe schema; validating a recipe must not import torch
+    import torch
 
 
 class AugmentConfig(Strict):
@@ -24,12 +27,17 @@ class AugmentConfig(Strict):
 
 def epoch_shifts(cfg: AugmentConfig, n: int, seed: int, epoch: int) -> torch.Tensor:
     """(n, 2) integer shifts (dy, dx) for every training sample in `epoch`."""
+    import torch
+
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randint(-cfg.shift, cfg.shift + 1, (n, 2), generator=g)
 
 
 def apply_shifts(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Translate each image (N, C, H, W) by its (dy, dx), filling with zeros; other ranks pass through."""
+    import torch
+    import torch.nn.functional as F
+
     if x.dim() != 4 or not len(x):
         return x
     pad = int(shifts.abs().max())

@@ -20,16 +20,17 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
 from ..config import Strict
 from ..io import atomic_path, write_json
+
+if TYPE_CHECKING:  # CacheConfig is part of the recipe schema; validating a recipe must not import torch
+    import torch
+    from torch import nn
 
 
 class CacheConfig(Strict):
@@ -53,6 +54,9 @@ class Targets:
 
     def probs(self, temperature: float) -> torch.Tensor:
         """Teacher probabilities at `temperature` (sampled targets were drawn at the cache's temperature)."""
+        import torch
+        import torch.nn.functional as F
+
         if self.kind == "dense":
             return F.softmax(self.a / temperature, dim=-1)
         if self.kind == "topk":
@@ -89,6 +93,8 @@ def cache_key(teacher: nn.Module, x: np.ndarray, settings: dict[str, Any]) -> st
 
 def run_teacher(teacher: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Teacher logits over `x`, in eval mode, without gradients."""
+    import torch
+
     teacher.eval()
     with torch.no_grad():
         return torch.cat([teacher(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -96,6 +102,9 @@ def run_teacher(teacher: nn.Module, x: torch.Tensor, batch_size: int = 512) -> t
 
 def compress(logits: torch.Tensor, cfg: CacheConfig, temperature: float, seed: int) -> dict[str, torch.Tensor]:
     """The tensors stored for a mode (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
     if cfg.mode == "dense":
         return {"logits": logits.float().contiguous()}
     if cfg.mode == "topk":
@@ -135,6 +144,7 @@ def load_or_build(teacher: nn.Module, x: np.ndarray, cfg: CacheConfig, folder: P
     `transform` (e.g. logit standardization) is applied to the teacher's logits before storing; name it in
     `settings` so it is part of the key. Returns the outputs and a small dict for the report.
     """
+    import torch
     from safetensors.torch import load_file, save_file
 
     full = {**settings, "mode": cfg.mode, "k": cfg.k if cfg.mode == "topk" else None,

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..io import atomic_path
+
+if TYPE_CHECKING:  # the package is imported when the recipe schema is built, which must not import torch
+    from torch import nn
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], opset: int = 17) -> Path:
     """Export with a dynamic batch axis. The legacy exporter writes a single file (no .onnx.data sibling)."""
+    import torch
+
     path = Path(path)
     model = model.eval()
     dummy = torch.zeros((1, *input_shape), dtype=torch.float32)

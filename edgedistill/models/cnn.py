@@ -1,14 +1,16 @@
-"""Built-in convolutional networks for small images (digits, MNIST, CIFAR-sized inputs)."""
+"""Built-in convolutional networks for small images (digits, MNIST, CIFAR-sized inputs).
+
+The builders import torch when called, so registering them (and validating a recipe) stays free of torch.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .registry import register_model
 
-
-def _block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @register_model("cnn")
@@ -20,10 +22,14 @@ def cnn(
     num_classes: int = 10,
 ) -> nn.Module:
     """Conv-BN-ReLU blocks, 2×2 max-pooling while the image is at least 4 pixels, global average pool, linear head."""
+    from torch import nn
+
+    from ._layers import block
+
     layers: list[nn.Module] = []
     cin, size = input_shape[0], min(input_shape[1:])
     for cout in channels:
-        layers += _block(cin, cout)
+        layers += block(cin, cout)
         if size >= 4:
             layers.append(nn.MaxPool2d(2))
             size //= 2
@@ -38,17 +44,6 @@ def cnn(
     return nn.Sequential(nn.Sequential(*layers), nn.Sequential(*head))
 
 
-class _Residual(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(*_block(channels, channels), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels))
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.act(x + self.body(x))
-
-
 @register_model("resnet")
 def resnet(
     channels: list[int] = (16, 32),
@@ -57,6 +52,10 @@ def resnet(
     num_classes: int = 10,
 ) -> nn.Module:
     """A small ResNet: per stage a stride-2 (or stride-1 for tiny inputs) conv then `blocks` residual blocks."""
+    from torch import nn
+
+    from ._layers import _Residual
+
     layers: list[nn.Module] = []
     cin, size = input_shape[0], min(input_shape[1:])
     for cout in channels:

@@ -6,14 +6,16 @@ import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from ..errors import UserError, did_you_mean
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:  # recipe validation reads builders' signatures only, so it never needs torch
+    from torch import nn
+
+Builder = Callable[..., "nn.Module"]
 MODELS: dict[str, Builder] = {}
 # Filled by the data at build time, never by the recipe: builders may accept these keyword arguments.
 _DATA_ARGS = ("input_shape", "num_classes")
