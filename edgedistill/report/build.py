@@ -82,8 +82,8 @@ def finish_run(recipe, run_dir: Path, data: Dataset, state: ModelState, total_se
     models["student"]["metric_measured_on"] = models["teacher"]["metric_measured_on"] = "onnxruntime"
 
     targets: dict[str, dict[str, Any]] = {}
-    for target_name in cfg.targets:
-        target = load_target(target_name)
+    target_list = [load_target(t) for t in cfg.targets]
+    for target in target_list:
         usable, reason = availability(target)
         targets[target.name] = {"available": usable, "reason": reason, "quant_preset": target.quant_preset,
                                 "spec": target.model_dump(mode="json")}  # lets `check` re-profile custom targets
@@ -115,7 +115,7 @@ def finish_run(recipe, run_dir: Path, data: Dataset, state: ModelState, total_se
     dataset_meta = {"task": data.task, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                     "class_labels": data.class_labels, "preprocessing": data.preprocessing}
     write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report,
-                 targets=[load_target(t) for t in cfg.targets])
+                 targets=target_list)
     write_json(run_dir / "report.json", report)
     write_html(report, run_dir / "report.html")
     return report
