@@ -15,7 +15,7 @@ from ..state import ModelState, RunContext, StageRecord
 
 
 class ExportConfig(Strict):
-    opset: int = Field(17, ge=11, le=23)
+    opset: int = Field(17, ge=11, le=23, description="ONNX opset of the exported file (legacy exporter)")
     parity_samples: int = Field(128, ge=1, description="real validation samples compared torch vs file")
     parity_atol: float = Field(1e-3, gt=0, description="max |torch − onnx| allowed for a float export")
 
