@@ -179,15 +179,14 @@ def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, bur
     if not names:
         return [GateResult("latency_growth", limit, None, True, True, "no target was profiled in both reports")]
     cpath, bpath = artifact_path(current), artifact_path(baseline)
+    missing = [str(p) for p in (bpath, cpath) if not p.is_file()]
+    if missing:
+        return [GateResult(f"latency_growth[{name}]", limit, None, True, True,
+                           f"artifact not reachable ({', '.join(missing)}); latency is only compared by "
+                           "re-profiling both files side by side, never as ms from two runs") for name in names]
     out = []
     for name in names:
         gname = f"latency_growth[{name}]"
-        missing = [str(p) for p in (bpath, cpath) if not p.is_file()]
-        if missing:
-            out.append(GateResult(gname, limit, None, True, True,
-                                  f"artifact not reachable ({', '.join(missing)}); latency is only compared by "
-                                  "re-profiling both files side by side, never as ms from two runs"))
-            continue
         try:
             target = target_of(current, name)
         except UserError as exc:
