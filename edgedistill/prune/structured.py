@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import UserError
 from ._tp import torch_pruning
-from .plan import empty_plan, record_group
+from .plan import build_graph, empty_plan, is_hf, output_transform, record_group
 
 IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
 
@@ -62,10 +62,6 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
         for h in hooks:
             h.remove()
     return order[-1:]
-
-
-def is_hf(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("transformers")
 
 
 def _attention_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -135,14 +131,12 @@ def prune_structured(
         ignored.append(names[name])
     attn: dict[str, nn.Module] = {}
     num_heads: dict[nn.Module, int] = {}
-    output_transform = None
     if is_hf(model):
         ignored += _hf_frozen(model)
         attn = _attention_blocks(model)
         for block in attn.values():
             for proj in (block.query, block.key, block.value):
                 num_heads[proj] = block.num_attention_heads
-        output_transform = lambda out: out[0]  # noqa: E731  (logits or last hidden state)
     ratio_dict: dict[nn.Module, float] = {}
     for name, r in (layer_ratios or {}).items():
         if name not in names:
@@ -153,7 +147,7 @@ def prune_structured(
         # Torch-Pruning rounds the kept count *down* to the multiple (15.5 kept -> 8) and skips a layer rounded
         # to zero. Round to the *nearest* multiple instead (at least one), by handing it an exact ratio.
         frozen = {id(m) for m in ignored}
-        for name, width in prunable_layers(model, example, output_transform).items():
+        for name, width in prunable_layers(model, example).items():
             module = names[name]
             r = ratio_dict.get(module, ratio)
             if id(module) in frozen or r <= 0 or width <= round_to:
@@ -172,7 +166,7 @@ def prune_structured(
     pruner = tp.pruner.MetaPruner(
         model, example, importance=make_importance(importance), global_pruning=scope == "global",
         pruning_ratio=ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=max_layer_ratio,
-        ignored_layers=ignored, round_to=round_to if round_to > 1 else None, output_transform=output_transform,
+        ignored_layers=ignored, round_to=round_to if round_to > 1 else None, output_transform=output_transform(model),
         num_heads=num_heads, prune_num_heads=bool(num_heads) and head_ratio > 0, prune_head_dims=False,
         head_pruning_ratio=head_ratio,
     )
@@ -208,14 +202,12 @@ def _width(m: nn.Module) -> int | None:
     return None
 
 
-def prunable_layers(model: nn.Module, example: torch.Tensor, output_transform=None) -> dict[str, int]:
+def prunable_layers(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """Root layers of the pruning groups (name -> output channels), what `layer_ratios` keys refer to.
 
     One name per group: layers coupled by a residual add share a group and so share one ratio.
     """
-    from .plan import build_graph
-
-    dg = build_graph(model, example, output_transform)
+    dg = build_graph(model, example, output_transform(model))
     skip = output_layers(model, example)
     out: dict[str, int] = {}
     for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv1d, nn.Conv2d, nn.Conv3d,
