@@ -95,6 +95,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     from ..errors import UserError
     from ..evaluate import METRICS, evaluate_onnx
     from ..export import export_onnx
+    from ..io import atomic_path
     from ..target import load_target
     from .fallback import accuracy_fallback
     from .opreport import op_report
@@ -144,6 +145,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     model_out = state.model
     quant_path = sdir / f"model.{precision}.onnx"
     steps: list[Any] = []
+    quant_metric: float | None = None
     if method == "qat":
         quant_path, model_out, details["qat"] = _run_qat(state, cfg, ctx, preset, per_channel, calib_idx, quant_path)
     elif cfg.fallback.max_drop is not None:
@@ -151,13 +153,15 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
         nodes = quantizable_nodes(pre, tuple(fb.op_types))
         result = accuracy_fallback(nodes, sign * float_metric, fb.max_drop, build, lambda p: sign * val_metric(p),
                                    sdir / "fallback", fb.max_float_nodes, forced=cfg.nodes_to_exclude)
-        shutil.copyfile(result.best.path, quant_path)
+        with atomic_path(quant_path) as tmp:
+            shutil.copyfile(result.best.path, tmp)
+        quant_metric = sign * result.best.metric  # the copied file was scored during the search
         steps = result.steps
         details["fallback"] = {
             "budget": fb.max_drop, "met": result.met_budget, "candidates": nodes,
             "float_nodes": result.best.float_nodes,
             "steps": [{"float_nodes": s.float_nodes, "val_metric": sign * s.metric} for s in steps],
-            "sensitivity": [{**r, "metric_if_float": sign * r["metric_if_float"], "recovered": r["recovered"]}
+            "sensitivity": [{**r, "metric_if_float": sign * r["metric_if_float"]}
                             for r in result.sensitivity],
         }
         if not result.met_budget:
@@ -165,7 +169,8 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
                     f"float node(s); shipping the best file found ({sign * result.best.metric:.4f} on val)")
     else:
         build(list(cfg.nodes_to_exclude), quant_path)
-    quant_metric = val_metric(quant_path)
+    if quant_metric is None:
+        quant_metric = val_metric(quant_path)
     details.update(quantized_val_metric=quant_metric, drop=round(sign * (float_metric - quant_metric), 6),
                    nodes_kept_float=details.get("fallback", {}).get("float_nodes", list(cfg.nodes_to_exclude)))
 
