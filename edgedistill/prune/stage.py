@@ -89,29 +89,23 @@ class PruneConfig(Strict):
         return None
 
 
-def _logits(out):
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _recovery_loss(cfg: RecoverConfig, reference, task: str):
     """KD against the frozen reference (classification), or MSE to it for regression; labels only for 'none'."""
     import torch
     import torch.nn.functional as F
 
     from ..distill.losses import hinton_kd
-
-    def label_loss(s, y):
-        return F.cross_entropy(s, y) if task == "classification" else F.mse_loss(s.squeeze(-1), y.float())
+    from .structured import label_loss, logits
 
     def compute_loss(model, x, y, idx):
-        s = _logits(model(x))
+        s = logits(model(x))
         if reference is None:
-            return label_loss(s, y)
+            return label_loss(s, y, task)
         with torch.no_grad():
-            t = _logits(reference(x))
+            t = logits(reference(x))
         if task == "classification":
             return hinton_kd(s, t, y, cfg.temperature, cfg.alpha)
-        return cfg.alpha * F.mse_loss(s, t) + (1 - cfg.alpha) * label_loss(s, y)
+        return cfg.alpha * F.mse_loss(s, t) + (1 - cfg.alpha) * label_loss(s, y, task)
 
     return compute_loss
 

@@ -85,6 +85,16 @@ def _hf_frozen(model: nn.Module) -> list[nn.Module]:
     return frozen
 
 
+def logits(out: Any) -> torch.Tensor:
+    """The output tensor (Hugging Face output objects carry it as `.logits`)."""
+    return out.logits if hasattr(out, "logits") else out
+
+
+def label_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Cross-entropy for classification, MSE on the single output column for regression."""
+    return F.cross_entropy(out, y) if task == "classification" else F.mse_loss(out.squeeze(-1), y.float())
+
+
 def _taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], task: str) -> None:
     """First-order Taylor importance needs weight gradients of the task loss on real samples."""
     model.zero_grad(set_to_none=True)
@@ -92,10 +102,7 @@ def _taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.
     model.eval()  # frozen BatchNorm statistics: the gradients only score channels, they are never applied
     try:
         for x, y in batches:
-            out = model(x)
-            out = out.logits if hasattr(out, "logits") else out
-            loss = F.cross_entropy(out, y) if task == "classification" else F.mse_loss(out.squeeze(-1), y.float())
-            loss.backward()
+            label_loss(logits(model(x)), y, task).backward()
     finally:
         model.train(was_training)
 
