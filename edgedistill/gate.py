@@ -67,6 +67,17 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
     dep = report.get("models", {}).get("deployed") if isinstance(report.get("models"), dict) else None
     if not isinstance(dep, dict):
         raise UserError("models.deployed: missing", where=str(path), fix="pass the report of a finished run")
+    # the fields the gate reads: a hand-edited or foreign file fails here with its field, not later with a traceback
+    fields = {"recipe": (report.get("recipe"), dict), "metric": (report.get("metric"), dict),
+              "targets": (report.get("targets"), dict), "models.deployed.latency": (dep.get("latency"), dict),
+              "models.deployed.metric": (dep.get("metric"), (int, float)),
+              "models.deployed.size_mb": (dep.get("size_mb"), (int, float))}
+    if isinstance(report.get("recipe"), dict):
+        fields["recipe.resolved"] = (report["recipe"].get("resolved"), dict)
+    for name, (value, kind) in fields.items():
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UserError(f"{name}: expected {'a mapping' if kind is dict else 'a number'}, got {value!r:.60}",
+                            where=str(path), fix="pass an edgedistill report.json")
     report["_path"] = str(path.resolve())
     return report
 
@@ -75,7 +86,7 @@ def tolerances(current: Mapping, baseline: Mapping, overrides: Mapping[str, floa
     """The recipe's gates (current run's, else the baseline's), with non-None overrides on top."""
     out: dict[str, float] = {}
     for rep in (baseline, current):  # current wins
-        gates = (rep.get("recipe") or {}).get("resolved", {}).get("gates") or {}
+        gates = ((rep.get("recipe") or {}).get("resolved") or {}).get("gates") or {}
         if not isinstance(gates, dict):
             raise UserError("recipe.resolved.gates: expected a mapping", where=rep["_path"],
                             fix="re-run with a recipe whose gates section is a mapping")

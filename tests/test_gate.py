@@ -171,3 +171,14 @@ def test_invalid_stored_target_spec_skips_latency_with_the_reason(tmp_path, onnx
         reports.append(rep)
     (r,) = _check(tmp_path, reports[0], reports[1], onnx_files["slow"], onnx_files["base"]).results
     assert r.skipped and "my_box" in r.detail and "from_a_newer_version" in r.detail
+
+
+def test_malformed_report_fields_are_user_errors(tmp_path):
+    for i, (field, mutate) in enumerate((("recipe", lambda r: r.update(recipe="x")),
+                                         ("models.deployed.metric", lambda r: r["models"]["deployed"].update(metric="0.9")),
+                                         ("models.deployed.size_mb", lambda r: r["models"]["deployed"].update(size_mb=True)),
+                                         ("metric", lambda r: r.update(metric="accuracy")))):
+        rep = _report(0.9, 1.0, {"accuracy_drop": 0.1}, target=None)
+        mutate(rep)
+        with pytest.raises(UserError, match=field):
+            gate.load_report(_run(tmp_path / str(i), "cur", None, rep), "CURRENT")
