@@ -45,12 +45,10 @@ def file_op_counts(path: Path) -> dict[str, Any]:
             "int8_by_op": dict(int8.most_common()), "float_by_op": dict(floating.most_common())}
 
 
-def executed_breakdown(path: Path, feed: dict, threads: int = 1, runs: int = 20) -> dict[str, Any] | None:
-    """Kernel counts and time shares by precision from ONNX Runtime's profiler (None if unavailable)."""
+def executed_breakdown(path: Path, feed: dict, threads: int = 1, runs: int = 20) -> dict[str, Any]:
+    """Kernel counts and time shares by precision from ONNX Runtime's profiler."""
     from ..profile import probe
 
-    if not hasattr(probe, "op_breakdown"):
-        return None
     warm = 2
     with tempfile.TemporaryDirectory(prefix="edgedistill-ops-") as tmp:
         runner = probe.OrtRunner(str(path), {"threads": threads}, profile_prefix=str(Path(tmp) / "ort"))
