@@ -243,3 +243,16 @@ def test_early_stopping_and_best_epoch_on_validation():
                  TrainConfig(epochs=30, lr=1e-9, patience=2), batch_size=16)
     # with a learning rate of 1e-9 validation never improves after epoch 1: stop after patience epochs
     assert result.best_epoch == 1 and result.epochs_run == 3
+
+
+def test_extra_teacher_checkpoint_errors_name_its_own_recipe_path(tmp_path):
+    """A missing extra-teacher checkpoint fails validation; a mismatched one names strategy.teachers.N, not teacher."""
+    strategy = "stages.0.strategy={{kind: multi_teacher, teachers: [{{model: {{name: cnn, channels: [8]}}, checkpoint: {}}}]}}"
+    with pytest.raises(UserError, match="file not found") as err:
+        load_recipe("mobile", [*SMALL, strategy.format(tmp_path / "missing.pt")])
+    assert "stages.0.strategy.teachers.0.checkpoint" in err.value.where
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"0.0.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(UserError, match="does not match the model spec") as err:
+        distill(tmp_path / "run", [strategy.format(wrong)])
+    assert err.value.where.startswith("stages.0.strategy.teachers.0.checkpoint")

@@ -9,6 +9,7 @@ this stage. `strategy` decides which students are trained and by whom (see strat
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -94,6 +95,10 @@ class DistillConfig(Strict):
         from ..errors import UserError
         from ..models import check_model_config
 
+        for k, t in enumerate(self.strategy.teachers):
+            if t.checkpoint and not Path(t.checkpoint).expanduser().exists():
+                return (("strategy", "teachers", k, "checkpoint"), f"file not found: {t.checkpoint}",
+                        "check the path (relative paths start from the current directory), or train it with train: {...}")
         specs = [(("strategy", "teachers", k, "model"), t.model) for k, t in enumerate(self.strategy.teachers)]
         if isinstance(self.strategy.assistants, list):
             specs += [(("strategy", "assistants", k), s) for k, s in enumerate(self.strategy.assistants)]
@@ -122,7 +127,8 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
     teachers, weights, teacher_info = [state.teacher], [1.0], []
     for k, extra in enumerate(strategy.teachers if strategy.kind == "multi_teacher" else []):
         model, rec = prepare_teacher(extra, data, seed=recipe.seed + 1000 + k, batch_size=recipe.data.batch_size,
-                                     stage_dir=ctx.stage_dir / f"teacher-{k + 1}", resume=ctx.resume)
+                                     stage_dir=ctx.stage_dir / f"teacher-{k + 1}", resume=ctx.resume,
+                                     where=f"stages.{ctx.index - 1}.strategy.teachers.{k}")
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)

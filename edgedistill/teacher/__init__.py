@@ -16,16 +16,20 @@ from ..state import StageRecord
 
 
 def prepare_teacher(
-    cfg: TeacherConfig, data: Dataset, *, seed: int, batch_size: int, stage_dir: Path, resume: bool
+    cfg: TeacherConfig, data: Dataset, *, seed: int, batch_size: int, stage_dir: Path, resume: bool,
+    where: str = "teacher",
 ) -> tuple[nn.Module, StageRecord]:
-    """Build the teacher from its spec, then load its checkpoint or train it with cross-entropy."""
+    """Build the teacher from its spec, then load its checkpoint or train it with cross-entropy.
+
+    `where` is the teacher's recipe path, named in errors (an extra teacher is not `teacher`).
+    """
     from ..distill.trainer import fit
 
     t0 = time.perf_counter()
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     details: dict = {"params": sum(p.numel() for p in model.parameters())}
     if cfg.checkpoint:
-        load_checkpoint(model, cfg.checkpoint)
+        load_checkpoint(model, cfg.checkpoint, where=f"{where}.checkpoint")
         details["source"] = str(cfg.checkpoint)
     else:
         train: TrainConfig = cfg.train
