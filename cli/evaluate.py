@@ -27,14 +27,15 @@ def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
     if not path.exists():
         raise UserError("model file not found", where=str(path), fix="pass the path of an .onnx file")
     data = load_dataset(parse_data_spec(data_spec))
+    samples = data.split(split)
     try:
-        value = evaluate_onnx(path, data.split(split), data.task)
+        value = evaluate_onnx(path, samples, data.task)
     except Exception as exc:  # onnxruntime raises several types for unloadable or mismatched files
         raise UserError(f"cannot run the model on {data.name}: {str(exc).splitlines()[0][:300]}", where=str(path),
                         fix=f"the model's input must accept {data.name} samples of shape {list(data.input_shape)}") from exc
     name = METRICS[data.task][0]
     if as_json:
-        click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(data.split(split)),
+        click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(samples),
                                "metric": {"name": name, "value": value}, "measured_on": "onnxruntime"}))
     else:
-        click.echo(f"{path}: {name} {value:.4f} on {len(data.split(split))} {data.name} {split} samples (ONNX Runtime)")
+        click.echo(f"{path}: {name} {value:.4f} on {len(samples)} {data.name} {split} samples (ONNX Runtime)")
