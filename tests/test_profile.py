@@ -150,6 +150,9 @@ def test_bad_inputs_are_user_errors(tmp_path, models):
     junk.write_bytes(b"not a model")
     with pytest.raises(UserError, match="cannot time the model"):
         profile_models({"m": junk}, CPU, runs=5)
+    with pytest.raises(UserError, match="cannot time the model") as err:  # the error names the file that failed
+        profile_models({"ok": models["base"], "bad": junk}, CPU, runs=5)
+    assert err.value.where == str(junk.resolve())
     arm = load_target("arm64_mobile")
     if arm.arch != __import__("platform").machine().lower():
         with pytest.raises(UserError, match="not usable"):

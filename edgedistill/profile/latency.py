@@ -80,7 +80,7 @@ def profile_models(
                 with progress_callback(f"profiling on {target.name}") as on_burst:
                     result = probe.coordinate(config, on_burst=on_burst)
             except ProbeError as exc:
-                raise UserError(f"cannot time the model: {exc}", where=str(next(iter(files.values()))),
+                raise UserError(f"cannot time the model: {exc}", where=str(files[exc.model]),
                                 fix="check that the file is a valid ONNX model for this target's runtime") from exc
     host = result["host"]
     return {name: {**stats, "target": target.name, "cpu": host["cpu"], "host": host,

@@ -374,10 +374,10 @@ class Worker:
             line = ""
         if not line:
             err = self.proc.stderr.read().strip().splitlines()
-            raise ProbeError(f"{self.name}: worker died ({err[-1] if err else 'no message'})")
+            raise ProbeError(self.name, f"worker died ({err[-1] if err else 'no message'})")
         reply = json.loads(line)
         if not reply.get("ok"):
-            raise ProbeError(f"{self.name}: {reply.get('error')}")
+            raise ProbeError(self.name, str(reply.get("error")))
         return reply
 
     def close(self) -> None:
@@ -395,7 +395,11 @@ class Worker:
 
 
 class ProbeError(RuntimeError):
-    """A model could not be loaded or run; the message names it."""
+    """A model could not be loaded or run; the message names it, `model` is its key in config["models"]."""
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(f"{model}: {message}")
+        self.model = model
 
 
 # ------------------------------------------------------------------------------------------- coordinator
