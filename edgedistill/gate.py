@@ -16,10 +16,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .io import write_text
+
+if TYPE_CHECKING:
+    from .target import Target
 
 GATE_KEYS = ("accuracy_drop", "size_growth", "latency_growth", "min_metric")
 
@@ -160,7 +163,7 @@ def artifact_path(report: Mapping) -> Path:
     return p if p.is_absolute() else Path(report["_path"]).parent / p
 
 
-def target_of(report: dict, name: str):
+def target_of(report: dict, name: str) -> Target:
     """The target a report was profiled on: the spec stored in the report (custom targets too), else the built-in."""
     from pydantic import ValidationError
 

@@ -11,12 +11,17 @@ import platform
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data import Dataset
 from ..evaluate import METRICS, evaluate_onnx
 from ..io import file_size_mb, write_json
 from ..state import ModelState
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..recipe import GatesConfig, Recipe
 
 SCHEMA_VERSION = 1
 
@@ -33,11 +38,11 @@ def environment() -> dict[str, Any]:
             "cpu": cpu_name(), "cpu_flags": cpu_flags()}
 
 
-def _params(model) -> int:
+def _params(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def evaluate_gates(gates_cfg, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
+def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
     """The run's own gates: the deployed file against the teacher and against absolute limits."""
     deployed, teacher = models["deployed"], models["teacher"]
     out = []
@@ -54,7 +59,7 @@ def evaluate_gates(gates_cfg, models: dict[str, dict], higher_is_better: bool) -
     return out
 
 
-def finish_run(recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
+def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
     from ..export import export_onnx
     from ..profile import profile_models
     from ..target import availability, load_target
