@@ -15,15 +15,19 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgedistill.errors import UserError
 
 from .reader import ArrayCalibrationReader, strided_window
 
+if TYPE_CHECKING:
+    from onnxruntime.quantization import CalibrationMethod
+
 METHODS = ("minmax", "entropy", "percentile")
 
 
-def calibration_method(name: str):
+def calibration_method(name: str) -> CalibrationMethod:
     """ONNX Runtime's `CalibrationMethod` for a recipe's `calibration.method` name."""
     from onnxruntime.quantization import CalibrationMethod
 

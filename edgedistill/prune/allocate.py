@@ -57,7 +57,7 @@ def latency_allocation(
     ignore: list[str],
     work_dir: Path,
     input_shape: tuple[int, ...],
-    recipe_cfg,
+    recipe_cfg: Any,
     samples: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Per-layer ratios from measured latency; also returns the probe table for the report."""

@@ -28,9 +28,11 @@ def macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def compare_latency(files: Mapping[str, str | Path], recipe_cfg, samples: np.ndarray | None = None) -> dict[str, Any]:
+def compare_latency(files: Mapping[str, str | Path], recipe_cfg: Any, samples: np.ndarray | None = None
+                    ) -> dict[str, Any]:
     """p50 etc. of each file on the first usable target, timed interleaved in one run on real `samples`.
 
+    `recipe_cfg` is the validated recipe (`Recipe.config`): its `targets` and `profile` settings are used.
     Returns {"target": name, "<model>": {p50_ms, ...}} or {"skipped": reason} when no target is usable.
     """
     from ..profile import profile_models

@@ -55,7 +55,7 @@ def merge_plans(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[st
             "groups": [*first["groups"], *second["groups"]], "attrs": attrs}
 
 
-def record_group(dg, group) -> dict[str, Any]:
+def record_group(dg: Any, group: Any) -> dict[str, Any]:
     """Describe a Torch-Pruning group *before* it is pruned: root layer, direction, size, kept indices."""
     dep, idxs = group[0]
     module = dep.target.module
@@ -74,7 +74,7 @@ def _module(model: nn.Module, name: str) -> nn.Module:
                         where="spec.prune_plan", fix="rebuild the model from the spec it was pruned from") from None
 
 
-def build_graph(model: nn.Module, example: torch.Tensor, output_transform=None):
+def build_graph(model: nn.Module, example: torch.Tensor, output_transform: Callable | None = None) -> Any:
     """Torch-Pruning's dependency graph, traced in eval mode so BatchNorm statistics are left untouched."""
     tp = torch_pruning()
     was_training = model.training

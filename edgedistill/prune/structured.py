@@ -33,7 +33,7 @@ class StructuredResult:
     heads: dict[str, list[int]] = field(default_factory=dict)  # attention block -> [before, after]
 
 
-def make_importance(name: str):
+def make_importance(name: str) -> Any:
     """The Torch-Pruning criterion behind each recipe name (magnitude L1/L2, BN scale, first-order Taylor)."""
     tp = torch_pruning()
     if name == "l1":

@@ -9,14 +9,21 @@ and the recipe's policy picks what ships. The decision and its numbers always go
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..io import file_size_mb
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..recipe import ProfileConfig
+    from ..target import Target
 
 KeepPolicy = Literal["quantized", "fastest", "smallest"]
 
 
-def time_side_by_side(files: dict[str, Path], target, profile_cfg, feed: dict | None) -> dict[str, dict[str, Any]]:
+def time_side_by_side(files: dict[str, Path], target: Target, profile_cfg: ProfileConfig,
+                      feed: dict[str, np.ndarray] | None) -> dict[str, dict[str, Any]]:
     """Interleaved latency of every file on `target` with the recipe's profile settings (raw samples kept)."""
     from ..profile import profile_models
 

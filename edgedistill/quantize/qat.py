@@ -15,8 +15,10 @@ How, with torch.ao.quantization (FX graph mode; still works in torch 2.13, with 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ from ..errors import UserError
 from .presets import Preset
 
 
-def qconfig_for(preset: Preset, per_channel: bool):
+def qconfig_for(preset: Preset, per_channel: bool) -> Any:
     """The torch QConfig that matches an ONNX Runtime preset (the file must hold the grids we trained on)."""
     from torch.ao.quantization import (
         FakeQuantize,
@@ -108,7 +110,7 @@ def prepare_qat(student: nn.Module, input_shape: tuple[int, ...], preset: Preset
     return prepared
 
 
-def export_qdq(prepared: nn.Module, path, input_shape: tuple[int, ...], opset: int = 17):
+def export_qdq(prepared: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = 17) -> Path:
     """Write the fake-quantized graph as QDQ ONNX, scales frozen.
 
     The exporter only accepts full 8-bit ranges, so 7-bit (`reduce_range`) weight quantizers are widened to
@@ -136,13 +138,12 @@ def export_qdq(prepared: nn.Module, path, input_shape: tuple[int, ...], opset: i
     return fold_weight_quantizers(path)
 
 
-def fold_weight_quantizers(path):
+def fold_weight_quantizers(path: Path) -> Path:
     """Store weights as int8 initializers read by DequantizeLinear, instead of float + QuantizeLinear.
 
     The exporter writes float weights followed by QuantizeLinear, so the QAT file would be *larger* than the
     float one; ORT's own quantizer stores the integers. Computed exactly as QuantizeLinear defines it
     (round half to even, saturate), so the file computes the same thing."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -227,9 +228,8 @@ def float_weights_back(student: nn.Module, prepared: nn.Module) -> nn.Module | N
     return out
 
 
-def fake_vs_file(prepared: nn.Module, path, x) -> dict[str, Any]:
+def fake_vs_file(prepared: nn.Module, path: Path, x: np.ndarray) -> dict[str, Any]:
     """Does the exported file compute what the fake-quantized model computed? (the classic QAT drift)."""
-    import numpy as np
     from torch.ao.quantization import disable_observer
 
     from ..evaluate import onnx_predictor, torch_predictor
