@@ -92,7 +92,7 @@ def apply_plan(model: nn.Module, plan: dict[str, Any], input_shape: tuple[int, .
         raise UserError("not a pruning plan this version understands", where="spec.prune_plan",
                         fix="re-run the prune stage to write a fresh plan")
     if plan["groups"]:
-        dg = build_graph(model, example_input(plan, input_shape), output_transform=output_transform(model))
+        dg = build_graph(model, example_input(plan, input_shape), output_transform=traced_output(model))
         for i, entry in enumerate(plan["groups"]):
             module = _module(model, entry["module"])
             pruner = dg.get_pruner_of_module(module)
@@ -123,7 +123,7 @@ def is_hf(model: nn.Module) -> bool:
     return type(model).__module__.startswith("transformers")
 
 
-def output_transform(model: nn.Module) -> Callable[[Any], torch.Tensor] | None:
+def traced_output(model: nn.Module) -> Callable[[Any], torch.Tensor] | None:
     """Hugging Face models return output objects (logits or last hidden state first); the tracer needs one tensor."""
     if is_hf(model):
         return lambda out: out[0] if isinstance(out, tuple | list) else next(iter(out.values()))

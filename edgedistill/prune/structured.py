@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import UserError
 from ._tp import torch_pruning
-from .plan import build_graph, empty_plan, is_hf, output_transform, record_group
+from .plan import build_graph, empty_plan, is_hf, record_group, traced_output
 
 IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
 
@@ -173,7 +173,7 @@ def prune_structured(
     pruner = tp.pruner.MetaPruner(
         model, example, importance=make_importance(importance), global_pruning=scope == "global",
         pruning_ratio=ratio, pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=max_layer_ratio,
-        ignored_layers=ignored, round_to=round_to if round_to > 1 else None, output_transform=output_transform(model),
+        ignored_layers=ignored, round_to=round_to if round_to > 1 else None, output_transform=traced_output(model),
         num_heads=num_heads, prune_num_heads=bool(num_heads) and head_ratio > 0, prune_head_dims=False,
         head_pruning_ratio=head_ratio,
     )
@@ -214,7 +214,7 @@ def prunable_layers(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
     One name per group: layers coupled by a residual add share a group and so share one ratio.
     """
-    dg = build_graph(model, example, output_transform(model))
+    dg = build_graph(model, example, traced_output(model))
     skip = output_layers(model, example)
     out: dict[str, int] = {}
     for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv1d, nn.Conv2d, nn.Conv3d,
