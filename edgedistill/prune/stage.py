@@ -188,10 +188,9 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
             grad_batches = None
             if cfg.importance == "taylor":
                 gen = torch.Generator().manual_seed(recipe.seed)
-                order = torch.randperm(len(data.train), generator=gen)
-                grad_batches = [(torch.from_numpy(data.train.x[order[i * batch_size:(i + 1) * batch_size].numpy()]),
-                                 torch.from_numpy(data.train.y[order[i * batch_size:(i + 1) * batch_size].numpy()]))
-                                for i in range(cfg.taylor_batches)]
+                order = torch.randperm(len(data.train), generator=gen).numpy()
+                rows = [order[i * batch_size:(i + 1) * batch_size] for i in range(cfg.taylor_batches)]
+                grad_batches = [(torch.from_numpy(data.train.x[r]), torch.from_numpy(data.train.y[r])) for r in rows]
             result = prune_structured(
                 model, example, ratio=cfg.ratio, importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to,
                 layer_ratios=ratios, max_layer_ratio=cfg.max_layer_ratio, ignore=cfg.ignore, head_ratio=cfg.head_ratio,
