@@ -122,6 +122,18 @@ def test_verify_reports_missing_files_and_unloadable_models(bundle):
     assert not ok and problems == ["labels.txt: missing"]
 
 
+def test_verify_refuses_manifest_paths_outside_the_bundle(bundle):
+    import hashlib
+
+    outside = bundle.parent / "outside.txt"
+    outside.write_text("not part of the bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["../outside.txt"] = {"sha256": hashlib.sha256(outside.read_bytes()).hexdigest(), "bytes": 22}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    ok, problems = verify_bundle(bundle)
+    assert not ok and "../outside.txt: points outside the bundle" in problems
+
+
 def test_verify_reports_a_malformed_manifest_instead_of_crashing(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     for inputs, files in (([{"nam": "input"}], None), ([{"name": "input", "shape": [1], "dtype": "floaty"}], None),

@@ -61,6 +61,7 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
 
 def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
     from ..export import export_onnx
+    from ..export.onnx import INPUT_NAME
     from ..profile import profile_models
     from ..target import availability, load_target
     from .bundle import write_bundle
@@ -95,7 +96,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         if not usable:
             continue
         batch = cfg.profile.batch or target.batch_sizes[0]
-        feed = {"input": data.test.x[:batch]} if len(data.test) >= batch else None
+        feed = {INPUT_NAME: data.test.x[:batch]} if len(data.test) >= batch else None
         result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
                                 warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
         for name, stats in result.items():

@@ -430,8 +430,12 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         return False, [*problems, f"{MANIFEST}: no files listed"]
+    root = bdir.resolve()
     for rel, info in files.items():
         f = bdir / rel
+        if not f.resolve().is_relative_to(root):  # a manifest must not point checks at files outside the bundle
+            problems.append(f"{rel}: points outside the bundle")
+            continue
         if not f.is_file():
             problems.append(f"{rel}: missing")
             continue
