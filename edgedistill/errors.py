@@ -27,10 +27,6 @@ class UserError(Exception):
         return text
 
 
-class GateFailed(Exception):
-    """Raised nowhere in the library; the CLI maps failed gates to exit code 1."""
-
-
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' when a close match exists, else ''."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

@@ -1,4 +1,4 @@
-"""Progress bars that only exist on a terminal.
+"""Progress bars that only exist on a terminal, drawn on stderr so stdout carries only results.
 
 Long loops (epochs, calibration, profiling) report through `track` or `progress_callback`; on a terminal
 they draw a transient rich bar that disappears when done, elsewhere (CI logs, pipes, `--json`) they draw
@@ -17,7 +17,8 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
-    return sys.stdout.isatty() and os.environ.get("EDGEDISTILL_PROGRESS", "1") != "0"
+    """Bars are drawn on stderr, and only when stdout is a terminal too (so `--json > file` stays quiet)."""
+    return sys.stdout.isatty() and sys.stderr.isatty() and os.environ.get("EDGEDISTILL_PROGRESS", "1") != "0"
 
 
 @contextlib.contextmanager
@@ -27,11 +28,12 @@ def progress_callback(description: str, total: int | None = None) -> Iterator[Ca
     if not enabled():
         yield None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done, total=None: bar.update(task, completed=done, total=total if total is not None else bar.tasks[0].total)
 
