@@ -9,7 +9,7 @@ code is `probe.py`, a self-contained script that also runs unchanged on remote d
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +87,28 @@ def profile_models(
                    "remote": target.ssh_destination if target.remote else None}
             for name, stats in result["models"].items()}
 
+
+
+def profile_on_first_target(
+    files: Mapping[str, str | Path],
+    target_names: Sequence[str],
+    profile_cfg: Any,
+    samples: np.ndarray | None = None,
+    input_name: str = "input",
+) -> tuple[Target | None, dict[str, dict[str, Any]], list[str]]:
+    """Time `files` side by side on the first of the recipe's targets this machine can run.
+
+    Stages that must judge a change by latency (pruning ratios, the quantization keep policy) use this, with
+    the recipe's `profile:` settings and real samples as input. Returns (target, stats per file, why other
+    targets were skipped); the target is None, with no stats, when none is usable here — never a guess.
+    """
+    from ..target import first_available
+
+    target, reasons = first_available(list(target_names))
+    if target is None:
+        return None, {}, reasons or ["the recipe lists no targets"]
+    batch = profile_cfg.batch or target.batch_sizes[0]
+    feed = {input_name: samples[:batch]} if samples is not None and len(samples) >= batch else None
+    stats = profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
+                           warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)
+    return target, stats, reasons

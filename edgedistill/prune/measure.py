@@ -35,17 +35,11 @@ def compare_latency(files: Mapping[str, str | Path], recipe_cfg: Any, samples: n
     `recipe_cfg` is the validated recipe (`Recipe.config`): its `targets` and `profile` settings are used.
     Returns {"target": name, "<model>": {p50_ms, ...}} or {"skipped": reason} when no target is usable.
     """
-    from ..profile import profile_models
-    from ..target import first_available
+    from ..profile import profile_on_first_target
 
-    target, reasons = first_available(list(recipe_cfg.targets))
+    target, result, reasons = profile_on_first_target(files, recipe_cfg.targets, recipe_cfg.profile, samples, INPUT_NAME)
     if target is None:
-        return {"skipped": "; ".join(reasons) or "the recipe lists no targets"}
-    prof = recipe_cfg.profile
-    batch = prof.batch or target.batch_sizes[0]
-    feed = {INPUT_NAME: samples[:batch]} if samples is not None and len(samples) >= batch else None
-    result = profile_models(files, target, batch=batch, threads=prof.threads, runs=prof.runs, warmup=prof.warmup,
-                            burst=prof.burst, feed=feed, op_profile_runs=0)
+        return {"skipped": "; ".join(reasons)}
     out: dict[str, Any] = {"target": target.name}
     for name, stats in result.items():
         out[name] = {k: stats[k] for k in LATENCY_KEYS if k in stats}

@@ -14,22 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..io import file_size_mb
 
 if TYPE_CHECKING:
-    import numpy as np
 
-    from ..recipe import ProfileConfig
-    from ..target import Target
+    pass
 
 KeepPolicy = Literal["quantized", "fastest", "smallest"]
-
-
-def time_side_by_side(files: dict[str, Path], target: Target, profile_cfg: ProfileConfig,
-                      feed: dict[str, np.ndarray] | None) -> dict[str, dict[str, Any]]:
-    """Interleaved latency of every file on `target` with the recipe's profile settings (raw samples kept)."""
-    from ..profile import profile_models
-
-    batch = profile_cfg.batch or target.batch_sizes[0]
-    return profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
-                          warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)
 
 
 def ratio_vs(stats: dict[str, dict[str, Any]], base: str, other: str) -> dict[str, float]:

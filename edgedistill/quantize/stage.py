@@ -196,25 +196,23 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
 def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path: Path, precision: str,
              steps: list, details: dict[str, Any]) -> tuple[dict | None, dict]:
     """Interleaved float vs quantized latency (plus each fallback step, to price every float node)."""
-    from ..profile import latency_stats
-    from ..target import first_available
-    from .keep import ratio_vs, time_side_by_side
+    from ..profile import latency_stats, profile_on_first_target
+    from .keep import ratio_vs
     from .ptq import input_name
 
     if not cfg.measure_latency:
         details["latency"] = {"measured": False, "reason": "measure_latency: false"}
         return None, {}
-    target, reasons = first_available(ctx.recipe.config.targets)
+    files = {"float": float_path, precision: quant_path}
+    files.update({f"step{i}": s.path for i, s in enumerate(steps)})
+    recipe = ctx.recipe.config
+    samples = ctx.data.val.x if len(ctx.data.val) else ctx.data.train.x
+    target, stats, reasons = profile_on_first_target(files, recipe.targets, recipe.profile, samples,
+                                                     input_name(float_path))
     if target is None:
         details["latency"] = {"measured": False, "reason": "; ".join(reasons)}
         return None, {}
-    prof = ctx.recipe.config.profile
-    batch = prof.batch or target.batch_sizes[0]
-    x = ctx.data.val.x if len(ctx.data.val) >= batch else ctx.data.train.x
-    feed = {input_name(float_path): x[:batch]} if len(x) >= batch else None
-    files = {"float": float_path, precision: quant_path}
-    files.update({f"step{i}": s.path for i, s in enumerate(steps)})
-    stats = time_side_by_side(files, target, prof, feed)
+    batch = stats["float"]["batch"]
     ratio = ratio_vs(stats, "float", precision)
     summary = {k: {m: round(v, 5) for m, v in latency_stats(s["samples_ms"], batch).items()
                    if m in ("p50_ms", "p90_ms", "mean_ms")} for k, s in stats.items()}
