@@ -44,14 +44,14 @@ class DistillConfig(Strict):
     student: dict[str, Any] | None = Field(
         None, description="model spec of a new student; omit to keep training the current model")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T (loss scaled by T²); the start of a schedule")
-    temperature_schedule: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    temperature_schedule: TemperatureSchedule = Field(default_factory=TemperatureSchedule, description="how T changes during training")
     alpha: float | None = Field(None, ge=0, le=1, description="without `losses`: weight of the KD term (default 0.9); 1 − alpha goes to label cross-entropy")
     losses: list[LossTerm] | None = Field(None, description="weighted loss terms; default: [kl: alpha, ce: 1 − alpha]")
     standardize: bool = Field(False, description="logit standardization: z-score teacher and student logits before the softmax")
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="which students are trained, and by whom")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="the teacher-output cache")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="random augmentation of training inputs")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training of each student")
 
     def loss_terms(self) -> list[LossTerm]:
         if self.losses is not None:

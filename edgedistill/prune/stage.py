@@ -40,9 +40,9 @@ class RecoverConfig(Strict):
 
     teacher: Literal["unpruned", "teacher", "none"] = Field(
         "unpruned", description="logits to match: the model before this stage, the recipe's teacher, or labels only")
-    temperature: float = Field(4.0, gt=0, le=100)
+    temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T of the recovery KD loss (scaled by T²)")
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the KD term; 1 − alpha goes to the label loss")
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig, description="recovery fine-tuning")
 
 
 class PruneConfig(Strict):
@@ -62,7 +62,7 @@ class PruneConfig(Strict):
     head_ratio: float = Field(0.0, ge=0, lt=1, description="transformers: fraction of attention heads removed")
     taylor_batches: int = Field(4, ge=1, description="importance=taylor: training batches for the gradients")
     sparsity: float = Field(0.5, ge=0, lt=1, description="unstructured: target fraction of zero weights")
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="unstructured: the cubic sparsity schedule")
     pattern: str = Field("2:4", description="nm: keep N of every M weights along the input dimension")
     recover: RecoverConfig | None = Field(default_factory=RecoverConfig,
                                           description="fine-tuning after pruning; null skips it (not unstructured)")

@@ -40,7 +40,7 @@ class QATConfig(Strict):
     alpha: float = Field(0.9, ge=0, le=1, description="weight of the KD term; 1 − alpha goes to label cross-entropy")
     observe_epochs: int | None = Field(
         None, ge=1, description="epochs during which the quantization scales still move; then frozen (null: all)")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-3))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-3), description="QAT training")
 
 
 class FallbackConfig(Strict):
@@ -58,9 +58,9 @@ class QuantizeConfig(Strict):
         "static", description="static QDQ PTQ, dynamic int8, QAT with the teacher, or fp16 conversion")
     preset: str | None = Field(None, description="quantization preset; default: the first target's quant_preset")
     per_channel: bool | None = Field(None, description="per-channel weight scales; default from the preset")
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
-    qat: QATConfig = Field(default_factory=QATConfig)
-    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, description="static PTQ: the calibration data")
+    qat: QATConfig = Field(default_factory=QATConfig, description="method: qat settings")
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig, description="accuracy-aware fallback to float")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names always kept in float")
     keep: Literal["quantized", "fastest", "smallest"] = Field(
         "quantized", description="which file ships: the quantized one, the faster, or the smaller of float/quantized")
