@@ -189,3 +189,15 @@ def test_npz_with_half_a_validation_split_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="x_val and y_val must be given together") as err:
         load_dataset(DataConfig(name="npz", path=str(path)))
     assert err.value.where == str(path)
+
+
+@pytest.mark.slow
+def test_same_recipe_and_seed_give_the_same_models(fast_report, tmp_path):
+    """Reproducible runs: teacher and student initialisation, data order and calibration follow the seed."""
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "again"), "--json", *set_args(FAST))
+    assert proc.returncode in (0, 1), proc.stderr
+    again = json.loads(proc.stdout)
+    assert [s["metric_after"] for s in again["stages"]] == [s["metric_after"] for s in fast_report["stages"]]
+    assert again["models"]["deployed"]["metric"] == fast_report["models"]["deployed"]["metric"]
+    histories = [[h["train_loss"] for h in r["stages"][0]["details"]["history"]] for r in (again, fast_report)]
+    assert histories[0] == histories[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -26,7 +27,9 @@ def prepare_teacher(
     from ..distill.trainer import fit
 
     t0 = time.perf_counter()
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    with torch.random.fork_rng():  # initial weights depend only on the recipe's seed, so runs are reproducible
+        torch.manual_seed(seed)
+        model = build_model(cfg.model, data.input_shape, data.num_classes)
     details: dict = {"params": sum(p.numel() for p in model.parameters())}
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint, where=f"{where}.checkpoint")
