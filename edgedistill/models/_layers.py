@@ -9,9 +9,9 @@ from __future__ import annotations
 from torch import nn
 
 
-def block(cin: int, cout: int) -> list[nn.Module]:
+def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     """Conv 3×3 (no bias) → BatchNorm → ReLU."""
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 class _Residual(nn.Module):

@@ -54,14 +54,13 @@ def resnet(
     """A small ResNet: per stage a stride-2 (or stride-1 for tiny inputs) conv then `blocks` residual blocks."""
     from torch import nn
 
-    from ._layers import _Residual
+    from ._layers import _Residual, block
 
     layers: list[nn.Module] = []
     cin, size = input_shape[0], min(input_shape[1:])
     for cout in channels:
         stride = 2 if size >= 4 else 1
-        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
-                   nn.ReLU(inplace=True)]
+        layers += block(cin, cout, stride)
         layers += [_Residual(cout) for _ in range(blocks)]
         size //= stride
         cin = cout
