@@ -40,6 +40,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 
 @pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits with the default split (loaded once per test session)."""
+    from edgedistill.data import DataConfig, load_dataset
+
+    return load_dataset(DataConfig(name="digits"))
+
+
+@pytest.fixture(scope="session")
 def fast_run(tmp_path_factory) -> Path:
     """One real end-to-end run of the shortened mobile recipe; returns its run directory."""
     out = tmp_path_factory.mktemp("run") / "mobile"

@@ -14,17 +14,11 @@ from edgedistill.calibration import (
     strided_window,
 )
 
-from edgedistill.data import DataConfig, load_dataset
 from edgedistill.errors import UserError
 from edgedistill.export import export_onnx
 from edgedistill.models import build_model
 from edgedistill.quantize.presets import PRESETS
 from edgedistill.quantize.ptq import preprocess, quantize_static_qdq
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(DataConfig(name="digits"))
 
 
 def test_balanced_selection_covers_every_class_evenly(digits):

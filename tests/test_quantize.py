@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from edgedistill.calibration import select_samples
 
 from edgedistill.config import TrainConfig
-from edgedistill.data import DataConfig, load_dataset
 from edgedistill.distill.trainer import fit
 from edgedistill.evaluate import evaluate_onnx, onnx_predictor
 from edgedistill.export import export_onnx
@@ -30,11 +29,6 @@ from edgedistill.quantize.ptq import (
 )
 
 from .conftest import run_cli
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset(DataConfig(name="digits"))
 
 
 @pytest.fixture(scope="module")
