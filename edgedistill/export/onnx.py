@@ -1,7 +1,11 @@
-"""torch → ONNX with the legacy exporter (one self-contained file), plus a parity check on real samples."""
+"""torch → ONNX with the legacy exporter (one self-contained file), a parity check on real samples, and
+safe copies of ONNX files (external data included)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,3 +48,27 @@ def parity(model: nn.Module, onnx_path: str | Path, x: np.ndarray) -> dict[str, 
         "max_abs_diff": float(np.abs(ref - got).max()),
         "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
     }
+
+
+def copy_onnx(src: Path, dst: Path) -> list[Path]:
+    """Copy an ONNX file to `dst` atomically; external data (any layout) is rewritten to one `<dst>.data` sibling.
+
+    Every copy of an exported file goes through here, so a model with external weights never loses them."""
+    import onnx
+
+    if src.resolve() == dst.resolve():
+        return [dst, *([dst.with_name(dst.name + ".data")] if dst.with_name(dst.name + ".data").exists() else [])]
+    head = onnx.load(str(src), load_external_data=False)
+    external = any(e.key == "location" for t in head.graph.initializer for e in t.external_data)
+    if not external:
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return [dst]
+    model = onnx.load(str(src), load_external_data=True)
+    data_name = dst.name + ".data"
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".onnx-") as tmp:
+        onnx.save_model(model, str(Path(tmp) / dst.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        os.replace(Path(tmp) / data_name, dst.with_name(data_name))
+        os.replace(Path(tmp) / dst.name, dst)
+    return [dst, dst.with_name(data_name)]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from pydantic import Field
 
 from ..config import Strict
 from ..errors import UserError
-from ..io import atomic_path
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
 
@@ -24,14 +22,13 @@ class ExportConfig(Strict):
                 summary="export ONNX and check parity against the torch model")
 def run_export(state: ModelState, cfg: ExportConfig, ctx: RunContext) -> ModelState:
     from ..evaluate import evaluate_onnx
-    from .onnx import export_onnx, parity
+    from .onnx import copy_onnx, export_onnx, parity
 
     t0 = time.perf_counter()
     out = ctx.stage_dir / "model.onnx"
     quantized = state.onnx is not None
     if quantized:
-        with atomic_path(out) as tmp:  # a killed run must not leave a half-copied file behind
-            shutil.copyfile(state.onnx, tmp)
+        copy_onnx(state.onnx, out)
     else:
         export_onnx(state.model, out, ctx.data.input_shape, cfg.opset)
     check = parity(state.model, out, ctx.data.val.x[: cfg.parity_samples])

@@ -8,7 +8,6 @@ report. Everything the decision rests on goes into the stage's details in report
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -94,8 +93,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
 
     from ..errors import UserError
     from ..evaluate import METRICS, evaluate_onnx
-    from ..export import export_onnx
-    from ..io import atomic_path
+    from ..export.onnx import copy_onnx, export_onnx
     from ..target import load_target
     from .fallback import accuracy_fallback
     from .opreport import op_report
@@ -153,8 +151,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
         nodes = quantizable_nodes(pre, tuple(fb.op_types))
         result = accuracy_fallback(nodes, sign * float_metric, fb.max_drop, build, lambda p: sign * val_metric(p),
                                    sdir / "fallback", fb.max_float_nodes, forced=cfg.nodes_to_exclude)
-        with atomic_path(quant_path) as tmp:
-            shutil.copyfile(result.best.path, tmp)
+        copy_onnx(result.best.path, quant_path)
         quant_metric = sign * result.best.metric  # the copied file was scored during the search
         steps = result.steps
         details["fallback"] = {

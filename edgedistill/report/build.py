@@ -8,7 +8,6 @@ from running the shipped file.
 from __future__ import annotations
 
 import platform
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +60,7 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
 
 def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
     from ..export import export_onnx
-    from ..export.onnx import INPUT_NAME
+    from ..export.onnx import INPUT_NAME, copy_onnx
     from ..profile import profile_models
     from ..target import availability, load_target
     from .bundle import write_bundle
@@ -73,7 +72,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     files = {
         "teacher": export_onnx(state.teacher, compare / "teacher.onnx", data.input_shape),
         "student": export_onnx(state.model, compare / "student.onnx", data.input_shape),
-        "deployed": Path(shutil.copyfile(state.onnx, compare / "deployed.onnx")),
+        "deployed": copy_onnx(state.onnx, compare / "deployed.onnx")[0],
     }
     split = data.split(cfg.evaluate.split)
     metric_name, higher, _ = METRICS[data.task]

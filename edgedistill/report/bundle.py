@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..export.onnx import copy_onnx
 from ..io import atomic_path, sha256_file, write_json, write_text
 from ..target import Target
 
@@ -29,26 +30,6 @@ LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "throug
 
 
 # ------------------------------------------------------------------------------------------------ model
-def copy_onnx(src: Path, dst: Path) -> list[Path]:
-    """Copy an ONNX file to `dst`; external data (any layout) is rewritten to one `<dst>.data` sibling."""
-    import onnx
-
-    if src.resolve() == dst.resolve():
-        return [dst, *([dst.with_name(dst.name + ".data")] if dst.with_name(dst.name + ".data").exists() else [])]
-    head = onnx.load(str(src), load_external_data=False)
-    external = any(e.key == "location" for t in head.graph.initializer for e in t.external_data)
-    if not external:
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-        return [dst]
-    model = onnx.load(str(src), load_external_data=True)
-    data_name = dst.name + ".data"
-    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".onnx-") as tmp:
-        onnx.save_model(model, str(Path(tmp) / dst.name), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        os.replace(Path(tmp) / data_name, dst.with_name(data_name))
-        os.replace(Path(tmp) / dst.name, dst)
-    return [dst, dst.with_name(data_name)]
 
 
 def io_spec(onnx_file: Path) -> dict[str, list[dict[str, Any]]]:
