@@ -169,6 +169,7 @@ def target_of(report: dict, name: str) -> Target:
 
     from .target import Target, load_target
 
+    name = name.split("@b")[0]  # "<target>@b<N>": the same target profiled at another batch size
     spec = ((report.get("targets") or {}).get(name) or {}).get("spec")
     if not spec:
         return load_target(name)

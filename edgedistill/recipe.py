@@ -29,7 +29,7 @@ class ProfileConfig(Strict):
     runs: int = Field(200, ge=1, le=1_000_000, description="timed runs per model and target")
     warmup: int = Field(20, ge=0, description="untimed runs first")
     burst: int = Field(10, ge=1, description="runs per interleaved burst")
-    batch: int | None = Field(None, ge=1, description="defaults to the target's first batch size")
+    batch: int | None = Field(None, ge=1, description="profile only this batch size; default: each of the target's batch_sizes (the first under the target's name, others as <target>@b<N>)")
     threads: int | None = Field(None, ge=1, description="defaults to the target's thread count")
 
 

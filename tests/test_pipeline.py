@@ -201,3 +201,24 @@ def test_same_recipe_and_seed_give_the_same_models(fast_report, tmp_path):
     assert again["models"]["deployed"]["metric"] == fast_report["models"]["deployed"]["metric"]
     histories = [[h["train_loss"] for h in r["stages"][0]["details"]["history"]] for r in (again, fast_report)]
     assert histories[0] == histories[1]
+
+
+@pytest.mark.slow
+def test_every_batch_size_of_a_target_is_profiled(tmp_path):
+    """A (custom) target listing batch sizes [1, 4]: both are timed; the first keeps the target's name."""
+    from edgedistill.target import load_target
+
+    spec = load_target("x86_vnni").model_dump(mode="json")
+    spec.update(name="my_cpu", batch_sizes=[1, 4])
+    target = tmp_path / "my_cpu.yaml"
+    target.write_text(json.dumps(spec))  # JSON is YAML
+    out = tmp_path / "run"
+    proc = run_cli("compress", "--recipe", "mobile", "--out", str(out), *set_args([*FAST[:-1], f"targets=[{target}]"]))
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, json.loads((ROOT / "tests" / "contract" / "report.schema.json").read_text()))
+    for model in ("teacher", "student", "deployed"):
+        latency = report["models"][model]["latency"]
+        assert sorted(latency) == ["my_cpu", "my_cpu@b4"]
+        assert (latency["my_cpu"]["batch"], latency["my_cpu@b4"]["batch"]) == (1, 4)
+    assert "p50 ms my_cpu" in proc.stdout

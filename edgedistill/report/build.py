@@ -41,6 +41,11 @@ def _params(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def latency_key(target: str, batch: int, first_batch: int) -> str:
+    """The contract keys latency by target name (its first batch size); other batch sizes get `<target>@b<N>`."""
+    return target if batch == first_batch else f"{target}@b{batch}"
+
+
 def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
     """The run's own gates: the deployed file against the teacher and against absolute limits."""
     deployed, teacher = models["deployed"], models["teacher"]
@@ -94,12 +99,13 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
                                 "spec": target.model_dump(mode="json")}  # lets `check` re-profile custom targets
         if not usable:
             continue
-        batch = cfg.profile.batch or target.batch_sizes[0]
-        feed = {INPUT_NAME: data.test.x[:batch]} if len(data.test) >= batch else None
-        result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
-                                warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
-        for name, stats in result.items():
-            models[name]["latency"][target.name] = stats
+        batches = [cfg.profile.batch] if cfg.profile.batch else target.batch_sizes
+        for batch in batches:
+            feed = {INPUT_NAME: data.test.x[:batch]} if len(data.test) >= batch else None
+            result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
+                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
+            for name, stats in result.items():
+                models[name]["latency"][latency_key(target.name, batch, batches[0])] = stats
 
     gates = evaluate_gates(cfg.gates, models, higher)
     report: dict[str, Any] = {
