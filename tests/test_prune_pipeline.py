@@ -120,9 +120,14 @@ def test_latency_driven_ratios_come_from_measured_probes(tmp_path):
     alloc = state.lineage[-1].details["allocation"]
     assert sorted(row["layer"] for row in alloc["layers"]) == ["0.0", "0.4"]
     assert all(row["p50_ms"] > 0 and "macs_saving" in row for row in alloc["layers"])
-    # the channel budget of uniform pruning is kept: 24 of the 48 prunable channels (rounding aside)
-    budget = sum(row["ratio"] * row["channels"] for row in alloc["layers"])
-    assert budget == pytest.approx(24, abs=0.5)
+    # the ratios are the uniform channel budget spread by the *measured* saving per channel removed (a layer
+    # whose cut saved nothing measurable keeps its channels); recomputed here from the reported probe table
+    from edgedistill.prune.allocate import spread
+
+    rows = alloc["layers"]
+    weights = {r["layer"]: max(0.0, r["latency_saving"]) / r["probe_removed"] for r in rows}
+    expected = spread(0.5, {r["layer"]: r["channels"] for r in rows}, weights, cap=0.9)
+    assert {r["layer"]: r["ratio"] for r in rows} == pytest.approx(expected, abs=0.02)
     convs = [m for m in state.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.out_channels % 8 == 0 for c in convs)
 
