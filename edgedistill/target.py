@@ -155,6 +155,18 @@ def nvidia_gpu() -> tuple[bool, str]:
     return False, "no NVIDIA GPU found (no driver in /proc/driver/nvidia, no nvidia-smi)"
 
 
+def tensorrt_status() -> tuple[bool, str]:
+    """(usable, reason): the tensorrt package imports and a GPU is visible."""
+    try:
+        import tensorrt
+    except ImportError:
+        return False, "the tensorrt Python package is not installed (pip install edgedistill[tensorrt], needs a GPU)"
+    ok, why = nvidia_gpu()
+    if not ok:
+        return False, why
+    return True, f"tensorrt {tensorrt.__version__}, {why}"
+
+
 def availability(target: Target) -> tuple[bool, str]:
     """Can this machine run `target` for real? Returns (usable, reason).
 
@@ -176,10 +188,9 @@ def availability(target: Target) -> tuple[bool, str]:
         if not ok:
             return False, why
     if target.runtime == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return False, "the tensorrt Python package is not installed (pip install edgedistill[tensorrt], needs a GPU)"
+        ok, why = tensorrt_status()
+        if not ok:
+            return False, why
     if target.runtime == "onnxruntime":
         import onnxruntime as ort
 

@@ -10,19 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..target import Target, nvidia_gpu
+from ..target import Target, tensorrt_status
 
-
-def tensorrt_status() -> tuple[bool, str]:
-    """(usable, reason): the tensorrt package imports and a GPU is visible."""
-    try:
-        import tensorrt
-    except ImportError:
-        return False, "the tensorrt Python package is not installed (pip install edgedistill[tensorrt], needs a GPU)"
-    ok, why = nvidia_gpu()
-    if not ok:
-        return False, why
-    return True, f"tensorrt {tensorrt.__version__}, {why}"
+__all__ = ["build_engine", "tensorrt_status"]
 
 
 def build_engine(onnx_path: str | Path, out_path: str | Path, target: Target, *, batch: int | None = None) -> Path:
