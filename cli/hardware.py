@@ -13,14 +13,9 @@ from .main import cli
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
 def targets(as_json: bool) -> None:
     """List the built-in hardware targets, one line each, with whether this machine can run them."""
-    from edgedistill.target import availability, list_targets
+    from edgedistill.target import describe, list_targets
 
-    rows = []
-    for t in list_targets():
-        ok, why = availability(t)
-        rows.append({"name": t.name, "usable": ok, "reason": why, "runtime": t.runtime, "precision": t.precision,
-                     "quant_preset": t.quant_preset, "threads": t.threads, "formats": t.formats,
-                     "description": t.description})
+    rows = [describe(t) for t in list_targets()]
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -13,7 +13,7 @@ import subprocess
 from typing import Any
 
 from . import __version__
-from .target import Target, availability, builtin_target_names, cpu_flags, cpu_name, load_target, nvidia_gpu
+from .target import Target, availability, builtin_target_names, cpu_flags, cpu_name, describe, load_target, nvidia_gpu
 
 # (import name, distribution, what it enables, how to get it)
 EXTRAS = [
@@ -77,8 +77,7 @@ def diagnose(extra_targets: list[str] | None = None, probe_remote: bool = False)
         ok, why = availability(t)
         if ok and t.remote and probe_remote:
             ok, why = _probe_ssh(t)
-        targets.append({"name": t.name, "usable": ok, "reason": why, "runtime": t.runtime,
-                        "precision": t.precision, "remote": t.remote})
+        targets.append(describe(t, ok, why))
     return {
         "edgedistill": __version__,
         "python": platform.python_version(),

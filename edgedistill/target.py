@@ -12,7 +12,7 @@ import platform
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -199,6 +199,15 @@ def availability(target: Target) -> tuple[bool, str]:
         if lacking:
             return False, f"onnxruntime here lacks {', '.join(lacking)} (available: {', '.join(have)})"
     return True, "available"
+
+
+def describe(target: Target, usable: bool | None = None, reason: str | None = None) -> dict[str, Any]:
+    """One target as `targets` and `doctor` show it: what it is, and whether it runs here (and why not)."""
+    if usable is None:
+        usable, reason = availability(target)
+    return {"name": target.name, "usable": usable, "reason": reason, "runtime": target.runtime,
+            "precision": target.precision, "quant_preset": target.quant_preset, "threads": target.threads,
+            "formats": target.formats, "remote": target.remote, "description": target.description}
 
 
 def default_target() -> Target:
