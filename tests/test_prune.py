@@ -16,13 +16,13 @@ from edgedistill.evaluate import onnx_predictor
 from edgedistill.export import export_onnx
 from edgedistill.models import build_model
 from edgedistill.prune.allocate import spread
+from edgedistill.prune.pattern import parse_pattern
 from edgedistill.prune.plan import apply_plan, merge_plans
 from edgedistill.prune.sparsity import (
     cubic_sparsity,
     magnitude_masks,
     nm_mask,
     nm_masks,
-    parse_pattern,
     prunable_weights,
     sparsity_of,
 )

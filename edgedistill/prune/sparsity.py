@@ -60,18 +60,6 @@ def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: st
     return masks
 
 
-def parse_pattern(pattern: str) -> tuple[int, int]:
-    """'2:4' -> (2, 4): keep N of every M consecutive weights."""
-    try:
-        n, m = (int(p) for p in pattern.split(":"))
-    except ValueError:
-        raise UserError(f'N:M pattern must look like "2:4", got "{pattern}"', where="prune.pattern",
-                        fix='use "2:4" (NVIDIA sparse tensor cores)') from None
-    if not 0 < n < m:
-        raise UserError(f"N:M pattern needs 0 < N < M, got {pattern}", where="prune.pattern", fix='use "2:4"')
-    return n, m
-
-
 def _grouped(w: torch.Tensor) -> torch.Tensor:
     """Weights laid out with the input (reduction) dimension last, as sparse tensor cores group them."""
     return w.permute(0, *range(2, w.dim()), 1) if w.dim() > 2 else w

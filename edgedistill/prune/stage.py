@@ -16,8 +16,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import Strict, TrainConfig
+from ..errors import UserError
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
+from .pattern import parse_pattern
 
 NOTE_STRUCTURED = ("Structured pruning removed whole channels, so the exported file is smaller and does fewer MACs; "
                    "whether it is faster is measured below on the target, not assumed.")
@@ -83,9 +85,10 @@ class PruneConfig(Strict):
             if not 0 <= r < 1:
                 return (("layer_ratios", name), f"a ratio must be in [0, 1), got {r}", "e.g. 0.5")
         if self.method == "nm":
-            parts = self.pattern.split(":")
-            if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 0 < int(parts[0]) < int(parts[1]):
-                return (("pattern",), f'N:M pattern must look like "2:4" with N < M, got "{self.pattern}"', 'use "2:4"')
+            try:
+                parse_pattern(self.pattern)
+            except UserError as exc:
+                return (("pattern",), exc.message, exc.fix)
         return None
 
 
@@ -137,7 +140,6 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
         magnitude_masks,
         masked_training,
         nm_masks,
-        parse_pattern,
         prunable_weights,
         sparsity_of,
     )
