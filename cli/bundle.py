@@ -14,9 +14,8 @@ from .main import cli
 def verify(bundle: Path) -> None:
     """Check every checksum in BUNDLE/manifest.json, then load the model and run it once. Exit 0 intact,
     1 damaged, 2 not a bundle."""
-    from edgedistill.report.bundle import verify_bundle
-
     from edgedistill.errors import UserError
+    from edgedistill.report.bundle import verify_bundle
 
     if bundle.is_file() and bundle.name == "manifest.json":
         bundle = bundle.parent

@@ -21,18 +21,24 @@ from .main import cli
 def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
     """Score an exported ONNX file on a dataset by running it in ONNX Runtime."""
     from edgedistill.data import load_dataset, parse_data_spec
-    from edgedistill.evaluate import METRICS, evaluate_onnx
+    from edgedistill.data.check import check_outputs
+    from edgedistill.evaluate import METRICS, onnx_predictor, score
 
     path = Path(model)
     if not path.exists():
         raise UserError("model file not found", where=str(path), fix="pass the path of an .onnx file")
     data = load_dataset(parse_data_spec(data_spec))
     samples = data.split(split)
+    if not len(samples):
+        raise UserError(f"the {split} split is empty", where=f"--split {split}", fix="choose another split")
     try:
-        value = evaluate_onnx(path, samples, data.task)
+        predict = onnx_predictor(path)
+        width = predict(samples.x[:1]).shape[-1]
     except Exception as exc:  # onnxruntime raises several types for unloadable or mismatched files
         raise UserError(f"cannot run the model on {data.name}: {str(exc).splitlines()[0][:300]}", where=str(path),
                         fix=f"the model's input must accept {data.name} samples of shape {list(data.input_shape)}") from exc
+    check_outputs(int(width), data, str(path))
+    value = score(predict, samples, data.task)
     name = METRICS[data.task][0]
     if as_json:
         click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(samples),

@@ -135,13 +135,13 @@ def test_nan_loss_stops_with_stage_epoch_and_step(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 1, 8, 8)).astype(np.float32)
     y = np.arange(200) % 4
-    x[5, 0, 0, 0] = np.nan
+    x[:, 0, 0, 0] = 3e38  # finite (NaN pixels are refused at load) but overflows the first layer
     path = tmp_path / "nan.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
     proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "run"), *set_args(FAST),
                    "--set", "data.name=npz", "--set", f"data.path={path}")
     assert proc.returncode == 2, proc.stderr
-    assert "loss became nan in teacher at epoch 1, step" in proc.stderr
+    assert "became NaN or infinite" in proc.stderr and "in teacher at epoch 1, step 1;" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -85,7 +85,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds.train = ds.train.head(cfg.train_limit)
     if cfg.test_limit:
         ds.test = ds.test.head(cfg.test_limit)
-    return ds
+    from .check import check_dataset
+
+    return check_dataset(ds, f"data ({cfg.name}{':' + cfg.path if cfg.path else ''})")
 
 
 def parse_data_spec(spec: str) -> DataConfig:
@@ -102,5 +104,12 @@ def stratified_split(
         return ArrayData(x, y), ArrayData(x[:0], y[:0])
     from sklearn.model_selection import train_test_split
 
-    xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    try:
+        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError:  # a class too rare to appear on both sides: split without stratification
+        try:
+            xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
+        except ValueError as exc:
+            raise UserError(f"cannot hold out {fraction:g} of {len(y)} samples: {exc}", where="data",
+                            fix="use more data, or a different val_fraction/test_fraction") from exc
     return ArrayData(xa, ya), ArrayData(xb, yb)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from .base import ArrayData, DataConfig, Dataset, register_dataset, stratified_split
+from .check import as_labels
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -27,8 +29,9 @@ def read_idx(path: Path) -> np.ndarray:
             return np.frombuffer(data, np.uint8, offset=16).reshape(count, rows, cols)
         if magic == 2049:
             return np.frombuffer(data, np.uint8, offset=8).reshape(count)
-    except (OSError, struct.error, ValueError) as exc:
-        raise UserError(f"cannot read IDX file: {exc}", where=str(path)) from exc
+    except (OSError, EOFError, zlib.error, struct.error, ValueError) as exc:  # truncated gz: EOFError
+        raise UserError(f"cannot read IDX file ({type(exc).__name__}: {exc})", where=str(path),
+                        fix="the file is truncated or corrupt: download it again") from exc
     raise UserError(f"not an IDX image or label file (magic {magic})", where=str(path))
 
 
@@ -51,10 +54,10 @@ def load_mnist(cfg: DataConfig) -> Dataset:
         raise UserError("MNIST test files not found", where=f"data.path ({folder})",
                         fix="point data.path at the folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)")
     norm = lambda a: ((a.astype(np.float32) / 255.0 - 0.1307) / 0.3081)[:, None]  # noqa: E731
-    tx, ty = norm(read_idx(test_images)), read_idx(test_labels).astype(np.int64)
+    tx, ty = norm(read_idx(test_images)), as_labels(read_idx(test_labels), str(test_labels))
     train_images, train_labels = _find(folder, "train-images-idx3-ubyte"), _find(folder, "train-labels-idx1-ubyte")
     if train_images and train_labels:
-        rest = ArrayData(norm(read_idx(train_images)), read_idx(train_labels).astype(np.int64))
+        rest = ArrayData(norm(read_idx(train_images)), as_labels(read_idx(train_labels), str(train_labels)))
         test = ArrayData(tx, ty)
     else:
         rest, test = ArrayData(tx[:8000], ty[:8000]), ArrayData(tx[8000:], ty[8000:])

@@ -159,7 +159,8 @@ def train_student(
     try:
         result = fit(student, data.train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
                      task=data.task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
-                     resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step)
+                     resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step,
+                     state={"temperature": temp})
     finally:
         for rec in (s_rec, t_rec):
             if rec is not None:

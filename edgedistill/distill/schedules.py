@@ -62,6 +62,13 @@ class TemperatureState:
             self.value = scheduled_temperature(self.schedule.kind, self.start, self.schedule.end, step / max(1, total - 1))
         return self.value
 
+    def state_dict(self) -> dict[str, float | None]:
+        """What `--resume` must restore: the dynamic schedule's smoothed gap is history, not a function of the step."""
+        return {"value": self.value, "gap": self.gap, "first_gap": self.first_gap}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.value, self.gap, self.first_gap = float(state["value"]), state["gap"], state["first_gap"]
+
     def observe_gap(self, gap: float) -> None:
         """Feed the batch's teacher–student gap (dynamic schedule only)."""
         if self.schedule.kind != "dynamic" or not math.isfinite(gap):

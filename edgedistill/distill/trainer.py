@@ -1,8 +1,10 @@
 """The training loop shared by teacher training, distillation and recovery fine-tuning.
 
 It owns the hygiene every stage needs: seeding, a learning-rate schedule, gradient clipping, the best
-checkpoint on the validation split, early stopping, a per-epoch checkpoint for `--resume`, and a clear stop
-on a NaN or infinite loss (the last good checkpoint stays on disk).
+checkpoint on the validation split, early stopping, a per-epoch checkpoint for `--resume` (with the state of
+the caller's schedules, so a resumed run equals an uninterrupted one), and a clear stop on a NaN or infinite
+loss or weights: the weights are checked after every step and before every save, so the checkpoint the message
+names as the last good one really is finite.
 
 Under `torchrun` it runs unchanged with DistributedDataParallel: every rank walks the same shuffled order
 and takes its share of each global batch (so the global batch, and the result, match a single process),
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,12 +31,22 @@ from ..config import TrainConfig
 from ..data import ArrayData
 from ..errors import UserError
 from ..evaluate import METRICS, score, torch_predictor
+from ..finite import describe, model_nonfinite
 from ..io import atomic_path
 from ..progress import track
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # on_step(epoch, global_step, total_steps), called before each step (temperature schedules, augmentation)
 StepHook = Callable[[int, int, int], None]
+
+
+class Stateful(Protocol):
+    """Training state outside the model and optimizer (e.g. a temperature schedule), saved for `--resume`.
+
+    `state_dict` must return plain numbers, strings, None, lists/dicts of them, or tensors (weights_only load)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -87,11 +99,13 @@ def fit(
     resume: bool = False,
     extra_params: list[nn.Parameter] | None = None,
     on_step: StepHook | None = None,
+    state: dict[str, Stateful] | None = None,
 ) -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
     `compute_loss(model, x, y, idx)` gets the sample indices too, so a teacher-output cache can be read.
     `extra_params` are trained with the model but are not part of it (e.g. feature adapters).
+    `state` holds the caller's stateful schedules; they are saved with each epoch checkpoint and restored on resume.
     Under torchrun, `compute_loss` receives the DistributedDataParallel wrapper: call it, do not unwrap it.
     """
     from . import distributed as dd
@@ -111,24 +125,39 @@ def fit(
     higher = METRICS[task][1]
     best_metric, best_epoch, best_state = -math.inf if higher else math.inf, -1, None
     history: list[dict[str, Any]] = []
-    start_epoch, resumed_from = 0, None
+    start_epoch, resumed_from, stale = 0, None, 0
+    last_saved: int | None = None  # 1-based epoch of the last (finite) per-epoch checkpoint on disk
 
     if resume and checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
+        for key, obj in (state or {}).items():
+            if key in saved.get("state", {}):
+                obj.load_state_dict(saved["state"][key])
         optimizer.load_state_dict(saved["optimizer"])
         for p, v in zip(extra_params or [], saved.get("extra", []), strict=False):
             p.data.copy_(v)
         best_state, best_metric, best_epoch = saved["best_model"], saved["best_metric"], saved["best_epoch"]
         history = saved["history"]
-        start_epoch = resumed_from = saved["epoch"] + 1
+        start_epoch = resumed_from = last_saved = saved["epoch"] + 1
+        stale = saved.get("stale", start_epoch - best_epoch)
         torch.set_rng_state(saved["rng"])
 
     generator = torch.Generator().manual_seed(seed)
     for _ in range(start_epoch):  # keep the shuffling sequence identical to an uninterrupted run
         torch.randperm(len(train), generator=generator)
-    stale = 0
+    if cfg.patience and stale >= cfg.patience:
+        start_epoch = cfg.epochs  # it had already stopped early: an uninterrupted run trains no further
     epochs = range(start_epoch, cfg.epochs)
+
+    def diverged(what: str, epoch: int, step: int) -> UserError:
+        if checkpoint is not None and last_saved is not None and checkpoint.exists():
+            kept = f"; the last good weights are from epoch {last_saved}, saved in {checkpoint}"
+        else:
+            kept = "; no epoch finished before it, so no checkpoint was kept"
+        return UserError(f"{what} in {label} at epoch {epoch + 1}, step {step + 1}{kept}", where=label,
+                         fix="lower train.lr, keep train.grad_clip set, or check the data for extreme values")
+
     for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
         model.train()
         epoch_start = time.perf_counter()
@@ -146,12 +175,7 @@ def fit(
                 on_step(epoch, global_step, total)
             loss = compute_loss(net, x[batch], y[batch], idx[batch])
             if not _finite_everywhere(loss, world):
-                kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and checkpoint.exists() else ""
-                raise UserError(
-                    f"loss became {loss.item()} in {label} at epoch {epoch + 1}, step {step + 1}{kept}",
-                    where=label,
-                    fix="lower train.lr, keep train.grad_clip set, or check the data for NaN values",
-                )
+                raise diverged(f"loss became {loss.item()}", epoch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
@@ -159,6 +183,9 @@ def fit(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
+            bad = model_nonfinite(model, extra_params or [])
+            if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
+                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, step)
             running += loss.item() * len(batch)
             count += len(batch)
         dd.broadcast_module_state(model)
@@ -173,7 +200,12 @@ def fit(
         else:
             stale += 1
         if checkpoint is not None and rank == 0:
-            _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch)
+            bad = model_nonfinite(model, extra_params or [])
+            if bad:  # never write (and later name) a checkpoint that is not finite
+                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, steps_per_epoch - 1)
+            _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch,
+                  stale, {k: v.state_dict() for k, v in (state or {}).items()})
+            last_saved = epoch + 1
         if cfg.patience and stale >= cfg.patience:
             break
     if best_state is not None:
@@ -201,7 +233,8 @@ def _average_grads(params: list[nn.Parameter], world: int) -> None:
             p.grad /= world
 
 
-def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch) -> None:
+def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch, stale,
+          extra_state) -> None:
     """A checkpoint of plain tensors and numbers, so it loads with weights_only=True."""
     with atomic_path(path) as tmp:
         torch.save(
@@ -214,6 +247,8 @@ def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, b
                 "best_epoch": best_epoch,
                 "history": history,
                 "epoch": epoch,
+                "stale": stale,
+                "state": extra_state,
                 "rng": torch.get_rng_state(),
             },
             tmp,

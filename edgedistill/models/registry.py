@@ -94,6 +94,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, where: str = "teacher.ch
         raise UserError("checkpoint not found", where=f"{where} ({path})", fix="check the path")
     if path.suffix == ".safetensors":
         load_weights(model, path)
+        _check_finite(model, path, where)
         return
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,3 +112,15 @@ def load_checkpoint(model: nn.Module, path: str | Path, where: str = "teacher.ch
         first = str(exc).splitlines()[0:3]
         raise UserError(f"checkpoint does not match the model spec: {' '.join(first)[:300]}", where=f"{where} ({path})",
                         fix="make the recipe's model spec match the architecture the checkpoint was trained with") from exc
+    _check_finite(model, path, where)
+
+
+def _check_finite(model: nn.Module, path: Path, where: str) -> None:
+    """A checkpoint saved from a diverged run: blame the file now, not the learning rate of the run that reads it."""
+    from ..finite import describe, model_nonfinite
+
+    bad = model_nonfinite(model)
+    if bad:
+        raise UserError(f"checkpoint holds NaN or infinite values in {len(bad)} tensor(s): {describe(bad)}",
+                        where=f"{where} ({path})",
+                        fix="the run that saved it diverged: use an earlier checkpoint, or train the model again")
