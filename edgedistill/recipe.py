@@ -284,12 +284,12 @@ def _check_semantics(recipe: Recipe, where) -> None:
             allowed = ", ".join(sorted(k for k in spec.may_follow))
             raise UserError(f'a "{stage.kind}" stage cannot follow "{previous}"', where=where(("stages", i, "kind")),
                             fix=f'"{stage.kind}" may follow: {allowed}; reorder the stages')
-        check = getattr(stage, "check", None)
-        if callable(check):
-            problem = check()
-            if problem:
-                field, message, fix = problem
-                raise UserError(message, where=where(("stages", i, *field)), fix=fix)
+        problem = stage.check() if callable(getattr(stage, "check", None)) else None
+        if problem is None and callable(getattr(stage, "check_recipe", None)):
+            problem = stage.check_recipe(cfg)  # checks that need the whole recipe (e.g. the task)
+        if problem:
+            field, message, fix = problem
+            raise UserError(message, where=where(("stages", i, *field)), fix=fix)
         for key in ("student", "model"):
             sub = getattr(stage, key, None)
             if isinstance(sub, dict):

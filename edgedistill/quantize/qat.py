@@ -1,20 +1,29 @@
 """Quantized distillation (Polino et al. 2018): a fake-quantized student learns from the full-precision teacher.
 
-How, with torch.ao.quantization (FX graph mode; still works in torch 2.13, with a deprecation warning):
-1. BatchNorm is folded into the preceding convolutions first (`fuse_fx` in eval mode), so what trains is
-   exactly what ORT will run: Conv(+bias)+ReLU, no batch statistics to drift.
-2. `prepare_qat_fx` inserts fake-quantize modules on weights and activations, with the target preset's
-   types (u8/s8, symmetric for TensorRT, per-channel, 7-bit weights for `reduce_range`).
+How, with torchao's PT2E flow (the supported successor of torch.ao's deprecated FX mode):
+1. BatchNorm is folded into the preceding convolutions first (eval-mode statistics), so what trains is
+   exactly what ORT will run: Conv(+bias)+ReLU, no batch statistics to drift. (PT2E could simulate the
+   fusion instead, but its convert step then exports ~100 pattern graphs: over a minute on two cores.)
+2. `torch.export` captures it (dynamic batch), and `prepare_qat_pt2e` with the X86 Inductor quantizer
+   inserts fake-quantize nodes on weights and activations, with the target preset's types (u8/s8,
+   symmetric for TensorRT, per-channel, 7-bit weights for `reduce_range`).
 3. The shared trainer (`distill.trainer.fit`) trains it against the teacher with the Hinton KD loss at the
    stage's own temperature (low temperatures suit low bit-widths). Observers (the scales) update only in
    training mode and are frozen after `observe_epochs`, so late epochs fine-tune weights to fixed grids.
-4. The fake-quantized graph is exported as QDQ ONNX with those scales; ORT fuses it into int8 kernels.
-   The stage then scores that file, never the torch model.
+4. `convert_pt2e` turns weights into int8 constants; `torch.onnx.export(dynamo=True)` writes
+   that graph as QDQ ONNX, which ORT fuses into int8 kernels. The stage then scores that file.
+
+Supported: convolutional image models. Transformers fail inside the x86 quantizer's linear annotation
+(measured with torchao 0.18), so the recipe check refuses QAT for text tasks and the stage turns any
+capture/annotation failure into a UserError that names the alternative (post-training quantization).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +34,131 @@ from torch import nn
 from ..errors import UserError
 from .presets import Preset
 
+_FIX = "use method: static (post-training quantization), or a model torch.export can capture"
 
-def qconfig_for(preset: Preset, per_channel: bool) -> Any:
-    """The torch QConfig that matches an ONNX Runtime preset (the file must hold the grids we trained on)."""
-    from torch.ao.quantization import (
-        FakeQuantize,
+
+def require_torchao() -> None:
+    """QAT's backends are an optional extra: say how to get them instead of an import traceback."""
+    import importlib.util
+
+    missing = [m for m in ("torchao", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"QAT needs {' and '.join(missing)}, which are not installed", where="quantize.method: qat",
+                        fix='pip install "edgedistill[qat]", or use method: static')
+
+
+def quantization_config(preset: Preset, per_channel: bool) -> Any:
+    """The PT2E QuantizationConfig that matches an ONNX Runtime preset (the file must hold the grids we trained on)."""
+    from torchao.quantization.pt2e import (
+        FusedMovingAvgObsFakeQuantize,
         MovingAverageMinMaxObserver,
         MovingAveragePerChannelMinMaxObserver,
-        QConfig,
     )
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import QuantizationConfig
 
+    eps = 2**-12
     if preset.activation_type == "QInt8":
-        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127,
-                                     dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        act_range, act_dtype = (-128, 127), torch.int8
     else:
-        scheme = torch.per_tensor_symmetric if preset.activation_symmetric else torch.per_tensor_affine
-        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-                                     dtype=torch.quint8, qscheme=scheme)
+        act_range, act_dtype = (0, 255), torch.uint8
+    symmetric_act = preset.activation_symmetric or act_dtype == torch.int8
+    act = QuantizationSpec(
+        dtype=act_dtype, quant_min=act_range[0], quant_max=act_range[1],
+        qscheme=torch.per_tensor_symmetric if symmetric_act else torch.per_tensor_affine, is_dynamic=False,
+        observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver,
+                                                                           eps=eps))
     qmin, qmax = (-64, 63) if preset.reduce_range else (-128, 127)
-    if per_channel:
-        weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=qmin,
-                                        quant_max=qmax, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                        ch_axis=0)
-    else:
-        weight = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=qmin, quant_max=qmax,
-                                        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
-    return QConfig(activation=act, weight=weight)
+    observer = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
+    weight = QuantizationSpec(
+        dtype=torch.int8, quant_min=qmin, quant_max=qmax,
+        qscheme=torch.per_channel_symmetric if per_channel else torch.per_tensor_symmetric,
+        ch_axis=0 if per_channel else None, is_dynamic=False,
+        observer_or_fake_quant_ctr=FusedMovingAvgObsFakeQuantize.with_args(observer=observer, eps=eps))
+    return QuantizationConfig(act, act, weight, None, is_qat=True)
 
 
-def _backend_config(preset: Preset):
-    from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.export / the ONNX exporter warn about internals a user cannot act on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
-    # The native (fbgemm/qnnpack) config only places u8 activation observers; TensorRT's allows s8 ones.
-    return get_tensorrt_backend_config() if preset.activation_type == "QInt8" else get_native_backend_config()
+
+def _conv_bn_pairs(model: nn.Module) -> dict[str, str] | None:
+    """{conv name: BatchNorm name} for each BN that reads only a conv's output; None if fx cannot trace."""
+    from torch import fx
+
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:
+        return None
+    modules = dict(model.named_modules())
+    pairs = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.BatchNorm2d | nn.BatchNorm1d):
+            src = node.args[0]
+            if (getattr(src, "op", None) == "call_module" and len(src.users) == 1
+                    and isinstance(modules.get(src.target), nn.Conv2d | nn.Conv1d)):
+                pairs[src.target] = node.target
+    return pairs
+
+
+def fold_batchnorm(student: nn.Module) -> nn.Module:
+    """A copy with each Conv→BN pair folded into one conv (with bias) and the BN replaced by Identity;
+    module names are kept, so the trained weights map back by name."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(student).eval()
+    for conv_name, bn_name in (_conv_bn_pairs(model) or {}).items():
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        model.set_submodule(conv_name, fused)
+        model.set_submodule(bn_name, nn.Identity())
+    return model
+
+
+def _capture(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    batch = torch.export.Dim("batch", min=1)
+    example = (torch.zeros((2, *input_shape)),)
+    return torch.export.export(model, example, dynamic_shapes=({0: batch},)).module()
+
+
+def prepare_qat(student: nn.Module, input_shape: tuple[int, ...], preset: Preset, per_channel: bool,
+                calib_x: torch.Tensor | None = None) -> nn.Module:
+    """A fake-quantized PT2E copy of `student` (train/eval switchable), its observers primed on `calib_x`."""
+    require_torchao()
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
+
+    quantizer = X86InductorQuantizer().set_global(quantization_config(preset, per_channel))
+    try:
+        with _quiet():
+            captured = _capture(fold_batchnorm(student).train(), input_shape)
+            prepared = prepare_qat_pt2e(captured, quantizer)
+    except Exception as exc:  # data-dependent control flow, or a layer the x86 quantizer cannot annotate
+        raise UserError(f"cannot prepare the student for QAT (torch.export + the PT2E x86 quantizer failed: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                        where="quantize.method: qat", fix=_FIX) from exc
+    allow_exported_model_train_eval(prepared)  # the trainer calls train()/eval(): BN and dropout follow
+    if calib_x is not None:
+        prepared.train()
+        with torch.no_grad():
+            for i in range(0, len(calib_x), 64):
+                if len(calib_x[i : i + 64]) > 1:  # a batch of one breaks BatchNorm in training mode
+                    prepared(calib_x[i : i + 64])
+    return prepared
+
+
+def _copy(prepared: nn.Module) -> nn.Module:
+    """A deep copy whose train()/eval() switch the copy: GraphModule's deepcopy rebuilds the module, so
+    the methods PT2E patched in stay bound to a throwaway object and must be patched in again."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+    model = copy.deepcopy(prepared)
+    allow_exported_model_train_eval(model)
+    return model
 
 
 class ObserveInTraining(nn.Module):
@@ -73,7 +174,7 @@ class ObserveInTraining(nn.Module):
         self.register_buffer("epochs_started", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> ObserveInTraining:
-        from torch.ao.quantization import disable_observer, enable_observer
+        from torchao.quantization.pt2e.fake_quantize import disable_observer, enable_observer
 
         super().train(mode)
         if mode:
@@ -86,55 +187,44 @@ class ObserveInTraining(nn.Module):
         return self.model(x)
 
 
-def prepare_qat(student: nn.Module, input_shape: tuple[int, ...], preset: Preset, per_channel: bool,
-                calib_x: torch.Tensor | None = None) -> nn.Module:
-    """BN-folded, fake-quantized copy of `student`, its observers primed on `calib_x` when given."""
-    from torch.ao.quantization import QConfigMapping
-    from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
+def convert(prepared: nn.Module) -> nn.Module:
+    """The integer model: BN folded, weights as int8 constants, activations as quantize/dequantize pairs."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.fake_quantize import disable_observer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    backend = _backend_config(preset)
-    example = (torch.zeros((1, *input_shape)),)
-    try:
-        fused = fuse_fx(copy.deepcopy(student).eval(), backend_config=backend)
-        prepared = prepare_qat_fx(fused.train(), QConfigMapping().set_global(qconfig_for(preset, per_channel)),
-                                  example, backend_config=backend)
-    except Exception as exc:  # FX tracing fails on data-dependent control flow
-        raise UserError(f"cannot prepare the student for QAT (torch.fx could not trace it): {exc}",
-                        where="quantize.method: qat",
-                        fix="use method: static (post-training), or make the model symbolically traceable") from exc
-    if calib_x is not None:
-        prepared.train()
-        with torch.no_grad():
-            for i in range(0, len(calib_x), 64):
-                prepared(calib_x[i : i + 64])
-    return prepared
-
-
-def export_qdq(prepared: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = 17) -> Path:
-    """Write the fake-quantized graph as QDQ ONNX, scales frozen.
-
-    The exporter only accepts full 8-bit ranges, so 7-bit (`reduce_range`) weight quantizers are widened to
-    [-128, 127] with their trained scales unchanged, after clipping the weights to the 7-bit grid's ends:
-    the file then stores exactly the integers the model trained with."""
-    from torch.ao.quantization import FakeQuantize, disable_observer
-
-    from ..export import export_onnx
-
-    model = copy.deepcopy(prepared).eval()
+    model = _copy(prepared)
+    model.eval()
     model.apply(disable_observer)
-    with torch.no_grad():
-        for module in model.modules():
-            fq = getattr(module, "weight_fake_quant", None)
-            if not isinstance(fq, FakeQuantize) or fq.quant_min == -128:
-                continue
-            # clip the float weights to the trained grid's ends, so the file's wider Q lands on the same values
-            shape = [-1] + [1] * (module.weight.dim() - 1) if fq.scale.numel() > 1 else [1]
-            s, zp = fq.scale.reshape(shape), fq.zero_point.reshape(shape).float()
-            lo, hi = (fq.quant_min - zp) * s, (fq.quant_max - zp) * s
-            module.weight.copy_(torch.maximum(torch.minimum(module.weight, hi), lo))
-            fq.quant_min, fq.quant_max = -128, 127
-            fq.activation_post_process.quant_min, fq.activation_post_process.quant_max = -128, 127
-    export_onnx(model, path, input_shape, opset)
+    with _quiet():
+        converted = convert_pt2e(model)
+    allow_exported_model_train_eval(converted)
+    converted.eval()
+    return converted
+
+
+def export_qdq(prepared: nn.Module, path: Path, input_shape: tuple[int, ...]) -> Path:
+    """Convert the QAT graph and write it as QDQ ONNX."""
+    return export_converted(convert(prepared), path, input_shape)
+
+
+def export_converted(converted: nn.Module, path: Path, input_shape: tuple[int, ...]) -> Path:
+    """Write a converted PT2E graph as QDQ ONNX with the dynamo exporter (the TorchScript one cannot read
+    PT2E quantize ops); one self-contained file, dynamic batch, the project's input/output names."""
+    from ..export.onnx import INPUT_NAME, OUTPUT_NAME
+    from ..io import atomic_path
+
+    path = Path(path)
+    try:
+        with _quiet():
+            program = torch.onnx.export(converted, (torch.zeros((2, *input_shape)),), dynamo=True, verbose=False,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        with atomic_path(path) as tmp:
+            program.save(str(tmp), external_data=False)
+    except Exception as exc:
+        raise UserError(f"cannot export the QAT model to ONNX: {type(exc).__name__}: {exc}",
+                        where="quantize.method: qat", fix=_FIX) from exc
     return fold_weight_quantizers(path)
 
 
@@ -187,31 +277,21 @@ def float_weights_back(student: nn.Module, prepared: nn.Module) -> nn.Module | N
 
     Each Conv→BatchNorm pair was folded before QAT; the trained conv takes the conv's place and the BN
     becomes an exact identity carrying the bias (γ=1, mean=0, var=1−eps). None if the layers do not map."""
-    from torch import fx
-
     out = copy.deepcopy(student).eval()
-    try:
-        graph = fx.symbolic_trace(out).graph
-    except Exception:
+    pairs = _conv_bn_pairs(out)
+    if pairs is None:
         return None
-    modules = dict(out.named_modules())
-    trained = dict(prepared.named_modules())
-    bn_of: dict[str, str] = {}
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.BatchNorm2d | nn.BatchNorm1d):
-            src = node.args[0]
-            if getattr(src, "op", None) == "call_module" and isinstance(modules.get(src.target), nn.Conv2d | nn.Linear):
-                bn_of[src.target] = node.target
+    trained = prepared.state_dict()
     with torch.no_grad():
-        for name, module in modules.items():
-            if not isinstance(module, nn.Conv2d | nn.Linear):
+        for name, module in out.named_modules():
+            if not isinstance(module, nn.Conv2d | nn.Conv1d | nn.Linear):
                 continue
-            src = trained.get(name)
-            if src is None or getattr(src, "weight", None) is None or src.weight.shape != module.weight.shape:
+            weight, bias = trained.get(f"{name}.weight"), trained.get(f"{name}.bias")
+            if weight is None or weight.shape != module.weight.shape:
                 return None
-            module.weight.copy_(src.weight)
-            bias = src.bias if src.bias is not None else torch.zeros(module.weight.shape[0])
-            bn = modules[bn_of[name]] if name in bn_of else None
+            module.weight.copy_(weight)
+            bias = bias if bias is not None else torch.zeros(module.weight.shape[0])
+            bn = out.get_submodule(pairs[name]) if name in pairs else None
             if bn is None:
                 if module.bias is None:
                     return None
@@ -230,11 +310,12 @@ def float_weights_back(student: nn.Module, prepared: nn.Module) -> nn.Module | N
 
 def fake_vs_file(prepared: nn.Module, path: Path, x: np.ndarray) -> dict[str, Any]:
     """Does the exported file compute what the fake-quantized model computed? (the classic QAT drift)."""
-    from torch.ao.quantization import disable_observer
+    from torchao.quantization.pt2e.fake_quantize import disable_observer
 
     from ..evaluate import onnx_predictor, torch_predictor
 
-    model = copy.deepcopy(prepared).eval()
+    model = _copy(prepared)
+    model.eval()
     model.apply(disable_observer)
     ref, got = torch_predictor(model)(x), onnx_predictor(path)(x)
     return {"samples": len(x), "max_abs_diff": float(np.abs(ref - got).max()),

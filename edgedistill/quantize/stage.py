@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ..config import Strict, TrainConfig
 from ..stages import START, register_stage
@@ -77,6 +77,23 @@ class QuantizeConfig(Strict):
             return (("preset",), "QAT trains for int8; the fp16 preset has no integer grid",
                     "use method: fp16, or an int8 preset")
         return None
+
+    def check_recipe(self, recipe: Any):
+        """Checks that need the whole recipe: QAT runs on the PT2E x86 path, which supports CNN image models.
+
+        Measured with torchao 0.18: the same path fails for BERT inside the quantizer's linear annotation."""
+        task = getattr(recipe, "task", None) or "image_classification"
+        if isinstance(task, dict | BaseModel):  # a task section rather than a bare name
+            task = (task.get("name") if isinstance(task, dict) else getattr(task, "name", None)) or ""
+        if self.method == "qat" and task not in QAT_TASKS:
+            return (("method",), f'QAT is not supported for the task "{task}" (the PT2E x86 quantizer handles '
+                    "convolutional image models only; it fails on transformer layers)",
+                    "use method: dynamic or static (post-training int8) for this model")
+        return None
+
+
+# Tasks whose models the QAT path supports (the data loaders' name for image classification included).
+QAT_TASKS = ("image_classification", "classification")
 
 
 def _effective_method(cfg: QuantizeConfig, precision: str) -> str:
@@ -229,12 +246,13 @@ def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path:
 
 def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, per_channel: bool, calib_idx,
              out: Path) -> tuple[Path, Any, dict[str, Any]]:
-    """Fake-quantized student × full-precision teacher (Polino et al.), exported to QDQ with its scales."""
+    """Fake-quantized student × full-precision teacher (Polino et al.), PT2E-converted and exported to QDQ."""
     import torch
 
     from ..distill.losses import hinton_kd
     from ..distill.trainer import fit
-    from .qat import ObserveInTraining, export_qdq, fake_vs_file, float_weights_back, prepare_qat
+    from ..export.onnx import parity
+    from .qat import ObserveInTraining, convert, export_converted, fake_vs_file, float_weights_back, prepare_qat
 
     q, data, recipe = cfg.qat, ctx.data, ctx.recipe.config
     prepared = prepare_qat(state.model, data.input_shape, preset, per_channel,
@@ -251,7 +269,8 @@ def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, pe
                  batch_size=q.train.batch_size or recipe.data.batch_size, seed=recipe.seed, task=data.task,
                  label=f"stage {ctx.index} (quantize: qat)", checkpoint=ctx.stage_dir / "qat_state.pt",
                  resume=ctx.resume)
-    export_qdq(prepared, out, data.input_shape)
+    converted = convert(prepared)
+    export_converted(converted, out, data.input_shape)
     back = float_weights_back(state.model, prepared)
     if back is None:
         ctx.log("quantize: the QAT weights could not be mapped back onto the student's layers; "
@@ -260,5 +279,6 @@ def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, pe
             "epochs_run": result.epochs_run, "fake_quant_val_metric": result.best_metric,
             "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
             "fake_quant_vs_file": fake_vs_file(prepared, out, data.val.x[:256]),
+            "converted_vs_file": parity(converted, out, data.val.x[:256]),
             "float_student_has_qat_weights": back is not None}
     return out, back if back is not None else state.model, info
