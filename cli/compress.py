@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .main import cli
+from .main import cli, import_option
 
 
 @cli.command()
@@ -15,17 +15,21 @@ from .main import cli
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="override a recipe value, e.g. --set stages.0.train.epochs=2 (repeatable)")
 @click.option("--resume", is_flag=True, help="skip stages that already finished in the run directory")
+@click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in the run directory")
 @click.option("--json", "as_json", is_flag=True, help="print report.json to stdout instead of the summary")
-def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
+@import_option
+def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+             as_json: bool) -> None:
     """Run a recipe: teacher → distill → prune → quantize → export, then evaluate and profile the exported file.
 
-    Exit code 0 when every gate passed, 1 when a gate failed, 2 on bad input."""
+    A run directory holding an earlier run's results needs --resume or --overwrite. Exit code 0 when every gate
+    passed, 1 when a gate failed, 2 on bad input, 3 on an internal error (see the crash file it names)."""
     from edgedistill.pipeline import run_pipeline
     from edgedistill.recipe import load_recipe
     from edgedistill.report.summary import format_summary
 
     recipe = load_recipe(recipe_name, list(overrides))
-    result = run_pipeline(recipe, out, resume=resume)
+    result = run_pipeline(recipe, out, resume=resume, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
@@ -40,6 +44,7 @@ def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resu
 @cli.command()
 @click.argument("recipe_name", metavar="RECIPE")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
+@import_option
 def validate(recipe_name: str, overrides: tuple[str, ...]) -> None:
     """Check a recipe (schema, files, stage order, targets) without running it."""
     from edgedistill.recipe import load_recipe

@@ -13,7 +13,7 @@ from .main import cli
 @cli.command()
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option("--baseline", required=True, type=click.Path(path_type=Path), help="the baseline run's report.json")
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="also write JUnit XML here")
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), default=None, help="also write JUnit XML here")
 @click.option("--accuracy-drop", type=float, default=None, help="override the recipe's gates.accuracy_drop")
 @click.option("--size-growth", type=float, default=None, help="override gates.size_growth (0.05 = +5 %)")
 @click.option("--latency-growth", type=float, default=None, help="override gates.latency_growth (0.10 = +10 %)")

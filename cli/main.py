@@ -5,35 +5,86 @@ Each command lives in its own module listed in COMMAND_MODULES; importing it reg
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
+import traceback
 
 import click
 
 from edgedistill import __version__
+from edgedistill.crash import EXIT_BAD_INPUT, EXIT_INTERNAL, crash_line, environment_error, write_crash_file
 from edgedistill.errors import UserError
 
 COMMAND_MODULES = ("compress", "evaluate", "profile", "hardware", "gate", "bundle")
 
 
 class _Group(click.Group):
-    """Turns UserError and Ctrl-C into a short message and exit code 2 (a traceback only with --debug)."""
+    """Gives every way a command can end exactly one exit code (see edgedistill/crash.py).
+
+    UserError, a full disk, missing permissions and exhausted memory: a short message, exit 2. Ctrl-C: exit 2
+    with how to resume. Any other exception is an internal error: exit 3 and one line pointing at the crash
+    file. With --debug the traceback is printed too; the exit code stays the same."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
         except UserError as exc:
-            if debug_enabled():
-                raise
-            click.echo(f"error: {exc.render()}", err=True)
-            ctx.exit(2)
+            _fail(exc.render(), EXIT_BAD_INPUT)
         except KeyboardInterrupt:
-            if debug_enabled():
+            _fail("interrupted. Finished stages are kept; continue with the same command plus --resume.",
+                  EXIT_BAD_INPUT)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader of stdout went away: click's own handling
                 raise
-            click.echo("error: interrupted. Finished stages are kept; continue with the same command plus --resume.",
-                       err=True)
-            ctx.exit(2)
+            _crash_or_environment(exc)
+        except Exception as exc:  # (this is the one place that turns any crash into exit 3)
+            _crash_or_environment(exc)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's own endings mapped onto the contract: usage errors 2, "Aborted!" (click's exit 1) → 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code if exc.exit_code != 1 else EXIT_BAD_INPUT)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    if debug_enabled():
+        traceback.print_exc()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _crash_or_environment(exc: BaseException) -> None:
+    user = environment_error(exc)
+    if user is not None:
+        _fail(user.render(), EXIT_BAD_INPUT)
+    _fail(crash_line(exc, write_crash_file(exc)), EXIT_INTERNAL)
+
+
+def import_option(fn):  # (a click decorator)
+    """`--import MODULE` (repeatable) for every command that reads a recipe: the only way, besides the registry
+    and installed plugins, for a recipe's `MODULE:function` to name code. EDGEDISTILL_IMPORT adds more."""
+
+    def load(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+        from edgedistill.models.registry import import_modules
+
+        import_modules(value)
+
+    return click.option("--import", "imports", multiple=True, metavar="MODULE", expose_value=False, callback=load,
+                        help="import MODULE first, so the recipe may name MODULE:function as a model "
+                             "(repeatable; also EDGEDISTILL_IMPORT=mod1,mod2)")(fn)
 
 
 def debug_enabled() -> bool:

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .crash import set_run_dir
 from .data import Dataset, load_dataset
 from .distill.distributed import barrier, is_main_process, rank
 from .errors import UserError
 from .io import load_weights, save_weights, write_json, write_text
 from .models import build_model
 from .recipe import Recipe
+from .rundir import claim
 from .stages import load_stages
 from .state import ModelState, RunContext, StageRecord
 
@@ -80,28 +82,37 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
 
 def _restore(stage_dir: Path, data: Dataset):
     spec = json.loads((stage_dir / "spec.json").read_text())
-    model = build_model(spec, data.input_shape, data.num_classes)
+    model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"))
     load_weights(model, stage_dir / "model.safetensors")
     saved = json.loads((stage_dir / "record.json").read_text())
     return model.eval(), spec, saved.get("onnx")
 
 
-def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False) -> RunResult:
-    """Run every stage of `recipe`, then evaluate and profile the artifact and write the report and bundle."""
+def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False,
+                 overwrite: bool = False) -> RunResult:
+    """Run every stage of `recipe`, then evaluate and profile the artifact and write the report and bundle.
+
+    A folder holding an earlier run's results needs `resume` (continue it) or `overwrite` (replace it); a
+    second run on a folder in use is refused (see rundir.py)."""
+    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
+        return _run(recipe, run_dir, resume)
+    with claim(run_dir, resume=resume, overwrite=overwrite):
+        set_run_dir(run_dir)
+        return _run(recipe, run_dir, resume)
+
+
+def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     from .report.build import finish_run
     from .teacher import prepare_teacher
 
     cfg = recipe.config
-    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
     main_dir = run_dir
-    if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
+    if not is_main_process():
         run_dir = Path(tempfile.mkdtemp(prefix=f"edgedistill-rank{rank()}-"))
         if resume and (main_dir / "stages").exists():
             shutil.copytree(main_dir / "stages", run_dir / "stages", dirs_exist_ok=True)
     barrier()
-    if run_dir.exists() and not resume:
-        for sub in ("stages", "bundle", "compare"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "recipe.yaml", recipe.raw_text)
     write_json(run_dir / "recipe.resolved.json", {"sha256": recipe.sha256, "source": recipe.source,

@@ -19,6 +19,15 @@ from .config import Strict, TeacherConfig
 from .data import DataConfig
 from .errors import UserError, did_you_mean
 from .stages import START, load_stages
+from .yamlsafe import compose as compose_yaml
+from .yamlsafe import load as load_yaml
+from .yamlsafe import non_finite
+from .yamlsafe import read_text as read_utf8
+
+# A run folder is runs/<name>: a name is one path component, never "..", an absolute path or a hidden file.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+SEED_MAX = 2**32 - 1  # numpy's limit; torch accepts more, but one seed drives both
+INT_LIMIT = 2**53  # no recipe count comes close; larger ones only overflow later, deep inside a stage
 
 
 class EvaluateConfig(Strict):
@@ -57,14 +66,14 @@ def _recipe_model() -> type[BaseModel]:
     return create_model(
         "Recipe",
         __base__=Strict,
-        name=(str, Field(description="run name; the run directory defaults to runs/<name>")),
+        name=(str, Field(pattern=NAME_PATTERN, description="run name (letters, digits, . _ -); the run directory defaults to runs/<name>")),
         description=(str, Field("", description="one line shown by `edgedistill recipes`")),
-        seed=(int, Field(0, description="seeds data order, initialisation and sampling")),
+        seed=(int, Field(0, ge=0, le=SEED_MAX, description="seeds data order, initialisation and sampling (0..2**32-1)")),
         data=(DataConfig, Field(description="the dataset")),
         teacher=(TeacherConfig, Field(description="the model to compress")),
         stages=(list[_stage_union()], Field(min_length=1, description="run in order; an export stage is appended if missing")),
         evaluate=(EvaluateConfig, Field(EvaluateConfig(), description="how the final metrics are measured")),
-        targets=(list[str], Field(default_factory=lambda: ["x86_vnni"], description="hardware targets (built-in names or YAML paths); the first sets the quantization preset")),
+        targets=(list[str], Field(default_factory=lambda: ["x86_vnni"], min_length=1, description="hardware targets (built-in names or YAML paths); the first sets the quantization preset")),
         profile=(ProfileConfig, Field(ProfileConfig(), description="latency measurement")),
         gates=(GatesConfig, Field(GatesConfig(), description="pass/fail limits (exit code 1 when one fails)")),
     )
@@ -107,7 +116,7 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     """(text, source label) for a built-in name or a file path."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_utf8(path), str(path)
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         raise UserError("recipe file not found", where=str(path),
                         fix=f"check the path, or use a built-in recipe: {', '.join(builtin_recipe_names())}")
@@ -119,7 +128,7 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     return res.read_text(encoding="utf-8"), f"recipes/{name_or_path}.yaml (built-in)"
 
 
-def _line_map(text: str) -> dict[tuple, int]:
+def _line_map(text: str, source: str) -> dict[tuple, int]:
     """Map each key path in the YAML document to its 1-based line number."""
     lines: dict[tuple, int] = {}
 
@@ -133,7 +142,7 @@ def _line_map(text: str) -> dict[tuple, int]:
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = compose_yaml(text, source)
     if root is not None:
         walk(root, ())
     return lines
@@ -146,7 +155,12 @@ def parse_set(assignments: list[str]) -> list[tuple[list[str], Any]]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f'cannot parse "{item}"', where="--set", fix="write --set key.path=value, e.g. --set stages.0.train.epochs=2")
-        out.append((key.split("."), yaml.safe_load(value)))
+        try:
+            parsed = load_yaml(value, f"--set {item}")
+        except UserError as exc:
+            raise UserError(exc.message, where=f"--set {item}",
+                            fix="write the value as YAML; quote strings that contain : [ ] { } # or start with *, & or !") from None
+        out.append((key.split("."), parsed))
     return out
 
 
@@ -174,15 +188,10 @@ def _apply_set(raw: dict, path: list[str], value: Any) -> None:
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     """Read, parse (safe_load), apply --set overrides, validate, and check files and stage order."""
     text, source = read_recipe_text(name_or_path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=where, fix="fix the YAML syntax") from exc
+    raw = load_yaml(text, source)
     if not isinstance(raw, dict):
         raise UserError("a recipe must be a YAML mapping (key: value)", where=source, fix="see recipes/mobile.yaml for an example")
-    lines = _line_map(text)
+    lines = _line_map(text, source)
     set_paths = parse_set(overrides or [])
     for path, value in set_paths:
         _apply_set(raw, path, value)
@@ -199,11 +208,12 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         return f"{source}: {field}"
 
     model = _recipe_model()
+    _check_numbers(raw, where)
     _check_stage_kinds(raw, where)
     if isinstance(raw.get("stages"), list) and raw["stages"] and raw["stages"][-1].get("kind") != "export":
         raw["stages"].append({"kind": "export"})  # every run ships a file; an implicit export uses the defaults
     try:
-        config = model(**raw)
+        config = model.model_validate(raw)
     except ValidationError as exc:
         raise _explain(exc, model, where) from None
     recipe = Recipe(config, source, text)
@@ -211,10 +221,29 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     return recipe
 
 
+def _check_numbers(raw: dict, where) -> None:
+    """NaN and infinity mean nothing in any recipe field (null switches a limit off), and a count beyond 2**53
+    only overflows later, deep inside a stage; refuse both here, naming the field."""
+    bad = non_finite(raw)
+    if bad is not None:
+        raise UserError("not a finite number (NaN or infinity)", where=where(bad),
+                        fix="use a finite number, or null where the field allows switching it off")
+    stack: list[tuple[tuple, Any]] = [((), raw)]
+    while stack:
+        path, obj = stack.pop()
+        if isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) > INT_LIMIT:
+            raise UserError(f"number too large ({obj:.3g})", where=where(path), fix="use a realistic value")
+        if isinstance(obj, dict):
+            stack.extend(((*path, k), v) for k, v in obj.items())
+        elif isinstance(obj, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(obj))
+
+
 def _check_stage_kinds(raw: dict, where) -> None:
     stages = load_stages()
-    for i, stage in enumerate(raw.get("stages") or []):
-        if not isinstance(stage, dict) or "kind" not in stage:
+    listed = raw.get("stages")
+    for i, stage in enumerate(listed if isinstance(listed, list) else []):
+        if not isinstance(stage, dict) or not isinstance(stage.get("kind"), str):
             raise UserError("each stage needs a kind", where=where(("stages", i)), fix=f"add kind: one of {', '.join(sorted(stages))}")
         if stage["kind"] not in stages:
             raise UserError(f'unknown stage kind "{stage["kind"]}"{did_you_mean(stage["kind"], stages)}',

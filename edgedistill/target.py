@@ -9,15 +9,31 @@ the reason; its numbers are skipped, never faked. A target with `ssh_host` is me
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UserError, did_you_mean
+from .yamlsafe import load as load_yaml
+from .yamlsafe import non_finite
+from .yamlsafe import read_text as read_utf8
+
+# A target file may come with a recipe from someone else, so it names a device and nothing more: ssh options
+# that run local commands (ProxyCommand, LocalCommand, KnownHostsCommand, Match exec, ...) or forward ports are
+# not accepted. Anything fancier belongs in the user's own ~/.ssh/config, under an alias used as ssh_host.
+SSH_OPTIONS_ALLOWED = {k.lower(): k for k in (
+    "AddressFamily", "BatchMode", "CheckHostIP", "Compression", "ConnectionAttempts", "ConnectTimeout",
+    "GlobalKnownHostsFile", "HashKnownHosts", "HostKeyAlias", "IdentitiesOnly", "IdentityAgent", "LogLevel",
+    "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking", "TCPKeepAlive", "UpdateHostKeys",
+    "UserKnownHostsFile")}
+_SSH_VALUE = re.compile(r"^[A-Za-z0-9_.,:/@~+-]+$")
+_HOST = r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]{0,252}$"  # a name, an address or an ssh-config alias; never "-o..."
+_USER = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+_COMMAND = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # a program path: no spaces, quotes or shell syntax
 
 # Preference order for `default_target`: the most specific CPU target this machine can run wins.
 DEFAULT_ORDER = ("x86_vnni", "x86_avx2", "arm64_mobile")
@@ -45,12 +61,13 @@ class Target(BaseModel):
     warmup: int = Field(10, ge=0)
     time_budget_s: float | None = Field(None, gt=0, description="stop timing early once this many seconds pass")
     # Remote device: the profiler copies the artifact there and runs a self-contained script over SSH.
-    ssh_host: str | None = None
+    ssh_host: str | None = Field(None, pattern=_HOST, description="host name, address, or an alias from your ~/.ssh/config")
     ssh_port: int = Field(22, ge=1, le=65535)
-    ssh_user: str | None = None
+    ssh_user: str | None = Field(None, pattern=_USER)
     ssh_key: str | None = Field(None, description="private key file; default: your ssh agent / ~/.ssh/config")
-    ssh_options: list[str] = Field(default_factory=list, description='extra "-o Key=Value" options for ssh')
-    remote_python: str = "python3"
+    ssh_options: list[str] = Field(default_factory=list, description='extra "-o Key=Value" options for ssh, from a '
+                                   'small allow-list (timeouts, known-hosts handling, logging); never commands')
+    remote_python: str = Field("python3", pattern=_COMMAND, description="python on the device (a path, no arguments)")
     remote_dir: str = "/tmp/edgedistill-profile"
 
     @field_validator("batch_sizes")
@@ -58,6 +75,18 @@ class Target(BaseModel):
     def _positive_batches(cls, v: list[int]) -> list[int]:
         if not v or any(b < 1 for b in v):
             raise ValueError("batch_sizes must be a non-empty list of positive integers")
+        return v
+
+    @field_validator("ssh_options")
+    @classmethod
+    def _harmless_ssh_options(cls, v: list[str]) -> list[str]:
+        for opt in v:
+            key, sep, value = opt.partition("=")
+            if key.strip().lower() not in SSH_OPTIONS_ALLOWED:
+                raise ValueError(f'ssh option "{key.strip()}" is not allowed (allowed: {", ".join(sorted(SSH_OPTIONS_ALLOWED.values()))}); '
+                                 "put anything else under a Host alias in your own ~/.ssh/config and use the alias as ssh_host")
+            if not sep or not _SSH_VALUE.match(value.strip()):
+                raise ValueError(f'ssh option "{opt}" must be Key=Value with a plain value (letters, digits, . , : / @ ~ + -)')
         return v
 
     @property
@@ -85,7 +114,7 @@ def load_target(name_or_path: str | Target) -> Target:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise UserError("target file not found", where=str(path), fix="check the path, or use a built-in name")
-        text, where = path.read_text(), str(path)
+        text, where = read_utf8(path), str(path)
     else:
         res = _builtin_dir() / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -93,15 +122,15 @@ def load_target(name_or_path: str | Target) -> Target:
             raise UserError(f'unknown target "{name_or_path}"{did_you_mean(name_or_path, names)}', where="target",
                             fix=f"use one of: {', '.join(names)}, or a path to a target YAML file")
         text, where = res.read_text(), f"targets/{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML: {str(exc).splitlines()[0]}", where=where, fix="fix the YAML syntax") from exc
+    data = load_yaml(text, where) or {}
+    if isinstance(data, dict) and non_finite(data) is not None:
+        field = ".".join(str(p) for p in non_finite(data))
+        raise UserError(f"{field}: not a finite number (NaN or infinity)", where=where, fix="use a finite number")
     if not isinstance(data, dict):
         raise UserError("a target file must be a mapping of fields", where=where, fix="see docs/profiling.md")
     data.setdefault("name", path.stem if where == str(path) else str(name_or_path))
     try:
-        return Target(**data)
+        return Target.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "target"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .args import Channels, Depth, Dropout, Width
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -15,9 +16,9 @@ if TYPE_CHECKING:
 
 @register_model("cnn")
 def cnn(
-    channels: list[int] = (32, 64),
-    hidden: int = 0,
-    dropout: float = 0.0,
+    channels: Channels = (32, 64),
+    hidden: Width = 0,
+    dropout: Dropout = 0.0,
     input_shape: tuple[int, ...] = (1, 28, 28),
     num_classes: int = 10,
 ) -> nn.Module:
@@ -46,8 +47,8 @@ def cnn(
 
 @register_model("resnet")
 def resnet(
-    channels: list[int] = (16, 32),
-    blocks: int = 1,
+    channels: Channels = (16, 32),
+    blocks: Depth = 1,
     input_shape: tuple[int, ...] = (1, 28, 28),
     num_classes: int = 10,
 ) -> nn.Module:

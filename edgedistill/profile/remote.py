@@ -23,13 +23,16 @@ from . import probe
 
 
 def ssh_base(target: Target) -> list[str]:
-    """The ssh command line up to (and including) the destination."""
+    """The ssh command line up to (and including) the destination.
+
+    Only the target's validated fields reach it (host, user, port, key and allow-listed -o options, see
+    target.SSH_OPTIONS_ALLOWED); `--` ends ssh's options, so a destination can never be read as one."""
     cmd = ["ssh", "-p", str(target.ssh_port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
     if target.ssh_key:
         cmd += ["-i", str(Path(target.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
     for opt in target.ssh_options:
         cmd += ["-o", opt]
-    return [*cmd, target.ssh_destination]
+    return [*cmd, "--", target.ssh_destination]
 
 
 def _ssh(target: Target, command: str, *, stdin: Any = None, data: bytes | None = None,

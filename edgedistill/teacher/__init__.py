@@ -29,7 +29,7 @@ def prepare_teacher(
     t0 = time.perf_counter()
     with torch.random.fork_rng():  # initial weights depend only on the recipe's seed, so runs are reproducible
         torch.manual_seed(seed)
-        model = build_model(cfg.model, data.input_shape, data.num_classes)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, where="teacher.model")
     details: dict = {"params": sum(p.numel() for p in model.parameters())}
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint, where=f"{where}.checkpoint")

@@ -1,0 +1,109 @@
+"""Owning a run folder: one run at a time, never another run's results by accident, never a stale report.
+
+A fresh run into a folder that already holds results refuses unless the user says what to do (`--resume`
+continues them, `--overwrite` replaces them); `--overwrite` deletes only the names a run writes, and only in a
+folder a run wrote. A lock file holding the owner's pid stops a second run on the same folder (a lock whose
+process is gone is taken over). The old report is removed before anything else happens, so a run killed
+early can leave no report beside files it has already replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+LOCK = ".edgedistill.lock"
+REPORTS = ("report.json", "report.html")
+RUN_DIRS = ("stages", "bundle", "compare")
+RUN_FILES = ("recipe.yaml", "recipe.resolved.json", *REPORTS)
+MARKER = "recipe.resolved.json"  # written first by every run: the folder is a run folder
+
+
+def holds_results(run_dir: Path) -> bool:
+    return any((run_dir / n).exists() for n in (*RUN_DIRS, *RUN_FILES))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _lock_text() -> str:
+    return f"{os.getpid()} {socket.gethostname()}\n"
+
+
+def _acquire(lock: Path) -> None:
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid_s, _, host = lock.read_text().strip().partition(" ")
+                pid = int(pid_s)
+            except (OSError, ValueError):
+                pid, host = -1, ""
+            if pid > 0 and host == socket.gethostname() and not _alive(pid):
+                lock.unlink(missing_ok=True)  # its run died (kill -9, power loss): take the folder over
+                continue
+            who = f"pid {pid} on {host}" if pid > 0 else "another process"
+            raise UserError(f"another edgedistill run ({who}) is using this run folder", where=str(lock.parent),
+                            fix=f"wait for it to finish, or use another --out; if no run is active, delete {lock}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(_lock_text())
+        return
+    raise UserError("could not lock the run folder (another run keeps taking it)", where=str(lock.parent),
+                    fix="use another --out")
+
+
+def _clear(run_dir: Path, overwrite: bool) -> None:
+    for name in REPORTS:  # first: no state of this folder may look like a finished, checked run
+        (run_dir / name).unlink(missing_ok=True)
+    if not overwrite:
+        return
+    for name in RUN_DIRS:
+        path = run_dir / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """Lock `run_dir` for this run and make it ready: checked, old report removed, replaced results deleted."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other", where="compress",
+                        fix="--resume continues the run in the folder, --overwrite starts it again; pick one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("the run folder is a file", where=str(run_dir), fix="choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    _acquire(lock)
+    try:
+        if not resume and holds_results(run_dir):
+            if not overwrite:
+                raise UserError("this folder holds the results of an earlier run", where=str(run_dir),
+                                fix="add --resume to continue that run, --overwrite to replace it, or choose another --out")
+            if not (run_dir / MARKER).is_file():
+                names = ", ".join(n for n in (*RUN_DIRS, *RUN_FILES) if (run_dir / n).exists())
+                raise UserError(f"not a run folder (no {MARKER}), but it holds {names}; --overwrite would delete them",
+                                where=str(run_dir), fix="choose an empty folder with --out")
+        _clear(run_dir, overwrite=overwrite and not resume)
+        yield run_dir
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text() == _lock_text():
+                lock.unlink()
