@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
-    """Recipe sections reject unknown keys, so typos fail validation instead of being silently ignored."""
+    """Recipe sections reject unknown keys, so typos fail validation instead of being silently ignored, and
+    values of the wrong type instead of coercing them (`epochs: true` or `epochs: "3"` is a mistake, not 1 or 3)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrainConfig(Strict):

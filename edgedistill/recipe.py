@@ -36,8 +36,8 @@ class EvaluateConfig(Strict):
 
 class ProfileConfig(Strict):
     runs: int = Field(200, ge=1, le=1_000_000, description="timed runs per model and target")
-    warmup: int = Field(20, ge=0, description="untimed runs first")
-    burst: int = Field(10, ge=1, description="runs per interleaved burst")
+    warmup: int = Field(20, ge=0, le=1_000_000, description="untimed runs first")
+    burst: int = Field(10, ge=1, le=1_000_000, description="runs per interleaved burst")
     batch: int | None = Field(None, ge=1, description="profile only this batch size; default: each of the target's batch_sizes (the first under the target's name, others as <target>@b<N>)")
     threads: int | None = Field(None, ge=1, description="defaults to the target's thread count")
 
@@ -285,6 +285,9 @@ def _explain(exc: ValidationError, model: type[BaseModel], where) -> UserError:
         allowed = _fields_at(model, loc[:-1], raw_kinds)
         return UserError(f'unknown key "{loc[-1]}"{did_you_mean(loc[-1], allowed)}', where=where(loc),
                          fix=f"allowed keys here: {', '.join(allowed)}" if allowed else "remove the key")
+    if loc == ("name",) and err["type"] == "string_pattern_mismatch":
+        return UserError(f"a run name is one folder name (letters, digits, . _ -, starting with a letter or digit), got {inp!r}",
+                         where=where(loc), fix="rename the run, e.g. mobile_small; choose where it goes with --out")
     if err["type"] == "missing":
         return UserError("required key is missing", where=where(loc), fix="add it (see the recipe reference in the README)")
     msg = err["msg"].removeprefix("Value error, ")

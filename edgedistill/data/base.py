@@ -23,7 +23,7 @@ class DataConfig(Strict):
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
     test_limit: int | None = Field(None, ge=1, description="use at most this many test samples")
     batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
-    seed: int = Field(0, description="seed of the split")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
 
 
 @dataclass

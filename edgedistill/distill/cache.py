@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # CacheConfig is part of the recipe schema; validating a reci
 class CacheConfig(Strict):
     enabled: bool = Field(True, description="store teacher outputs on disk and reuse them (off: run the teacher every step)")
     mode: Literal["dense", "topk", "sampled"] = Field("dense", description="dense logits, top-k logits, or sampled sparse targets")
-    k: int = Field(4, ge=1, description="topk: logits kept per sample")
-    samples: int = Field(16, ge=1, description="sampled: classes drawn per sample (with replacement)")
+    k: int = Field(4, ge=1, le=1_000_000, description="topk: logits kept per sample")
+    samples: int = Field(16, ge=1, le=65536, description="sampled: classes drawn per sample (with replacement)")
     dir: str | None = Field(None, description="cache folder; defaults to <run dir>/cache")
     augmented: Literal["per_epoch", "live"] = Field(
         "per_epoch", description="with random augmentation: cache each epoch's augmented outputs, or run the teacher live")

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -27,7 +27,7 @@ class StrategyConfig(Strict):
         "kd", description="kd, born_again, assistants (teacher-assistant chain) or multi_teacher")
     generations: int = Field(2, ge=1, le=20, description="born_again: number of generations")
     keep: Literal["last", "best"] = Field("last", description="born_again: keep the last generation or the best on validation")
-    assistants: list[dict[str, Any]] | int = Field(
+    assistants: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=16)] | Annotated[int, Field(ge=1, le=16)] = Field(
         1, description="assistants: model specs, or how many to derive by interpolating teacher and student")
     teachers: list[ExtraTeacher] = Field(default_factory=list, description="multi_teacher: teachers besides the recipe's")
     weights: list[float] | None = Field(

@@ -54,7 +54,7 @@ class PruneConfig(Strict):
     importance: Literal["l1", "l2", "bn_scale", "taylor"] = Field("l2", description="channel ranking criterion")
     scope: Literal["layer", "global"] = Field(
         "layer", description="rank channels (or weights) within each layer, or across all layers together")
-    round_to: int = Field(8, ge=1, description="kept channel counts are multiples of this (1 disables)")
+    round_to: int = Field(8, ge=1, le=1024, description="kept channel counts are multiples of this (1 disables)")
     allocation: Literal["uniform", "latency"] = Field(
         "uniform", description="latency: per-layer ratios from latency measured on the recipe's first target")
     probe_ratio: float = Field(0.5, gt=0, lt=1, description="allocation=latency: cut used to probe each layer")

@@ -25,9 +25,9 @@ class CalibrationConfig(Strict):
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="how activation ranges are set")
     selection: Literal["random", "balanced", "first"] = Field(
         "random", description="random, class-balanced (round robin over labels), or the first N samples")
-    batch_size: int = Field(32, ge=1, description="samples per calibration batch")
+    batch_size: int = Field(32, ge=1, le=65536, description="samples per calibration batch")
     max_batches_in_memory: int = Field(
-        8, ge=1, description="calibration streams windows of at most this many batches (bounds activation memory)")
+        8, ge=1, le=65536, description="calibration streams windows of at most this many batches (bounds activation memory)")
     percentile: float = Field(99.999, gt=50, le=100, description="percentile method: share of |activations| kept")
     entropy_bins: int = Field(512, ge=256, le=8192, description="entropy method: histogram bins (128 levels)")
 
