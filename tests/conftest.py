@@ -59,3 +59,30 @@ def fast_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fast_report(fast_run) -> dict:
     return json.loads((fast_run / "report.json").read_text())
+
+
+STSB = SHARED_DATA / "stsb"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    """A 1,000-token WordPiece tokenizer trained here on the STS-B train sentences (no download), saved as a
+    BertTokenizerFast folder, so tiny BERTs built from a config have a real vocabulary."""
+    if not (STSB / "sts-train.csv").exists():
+        pytest.skip("needs ../shared/data/stsb")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizerFast
+
+    from edgedistill.data.text_files import read_sts, sts_sentences
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(sts_sentences(read_sts(STSB / "sts-train.csv")),
+                            trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]")
+    folder = tmp_path_factory.mktemp("tokenizer")
+    fast.save_pretrained(str(folder))
+    return folder

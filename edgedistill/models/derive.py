@@ -1,0 +1,69 @@
+"""Students derived from the teacher: a subset of its transformer layers, with their weights copied.
+
+`{name: hf_derived, layers: [1, 3, 5]}` keeps those teacher layers (0-based, in that order) together with the
+embeddings and everything outside the layer stack (pooling, classifier head), so the student starts from the
+teacher's weights instead of from noise. The teacher is handed in by the stage that builds the student, like
+the data's class count; a recipe cannot name it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+from ..errors import UserError
+from .registry import register_model
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer's list of layers: the ModuleList as long as `config.num_hidden_layers`."""
+    from torch import nn
+
+    config = getattr(model, "config", None)
+    count = getattr(config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and count is not None and len(module) == count:
+            return name, module
+    raise UserError("cannot find the teacher's layer stack (a ModuleList of config.num_hidden_layers layers)",
+                    where="student.name", fix="hf_derived works on Hugging Face transformer teachers")
+
+
+def keep_layers(model: nn.Module, layers: list[int]) -> nn.Module:
+    """A deep copy of `model` with only `layers` of its layer stack (weights copied, order as given)."""
+    from torch import nn
+
+    _, stack = layer_stack(model)
+    total = len(stack)
+    if not layers or any(not isinstance(i, int) or not 0 <= i < total for i in layers):
+        raise UserError(f"layers must be a non-empty list of indices in 0..{total - 1}, got {layers}",
+                        where="student.layers", fix=f"the teacher has {total} layers, e.g. layers: [1, 3, 5]")
+    if len(set(layers)) != len(layers):
+        raise UserError(f"a layer is listed twice: {layers}", where="student.layers", fix="list each layer once")
+    student = copy.deepcopy(model)
+    name, _ = layer_stack(student)
+    parent_name, _, attr = name.rpartition(".")
+    parent = student.get_submodule(parent_name) if parent_name else student
+    old = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList([old[i] for i in layers]))
+    configs = {id(m.config): m.config for m in student.modules() if getattr(m, "config", None) is not None}
+    for cfg in configs.values():  # the wrapper and the inner model may hold the same config object
+        cfg.num_hidden_layers = len(layers)
+    for i, layer in enumerate(getattr(parent, attr)):
+        for m in layer.modules():  # newer transformers number their attention layers for the KV cache
+            if hasattr(m, "layer_idx"):
+                m.layer_idx = i
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+@register_model("hf_derived")
+def hf_derived(layers: list[int], teacher: nn.Module | None = None) -> nn.Module:
+    """The teacher with only `layers` of its transformer layers (weights copied)."""
+    if teacher is None:
+        raise UserError("hf_derived needs a teacher to copy layers from", where="student.name",
+                        fix="use hf_derived only as a distillation student")
+    return keep_layers(teacher, list(layers))
