@@ -16,13 +16,16 @@ from .main import cli
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", default=None, help="built-in target name or YAML path (default: best CPU one)")
 @click.option("--batch", type=int, default=None, help="batch size (default: the target's first)")
+@click.option("--sequence-length", "sequence", type=int, default=None,
+              help="text models: tokens per input (default: the target's first sequence length, else 1)")
 @click.option("--threads", type=int, default=None, help="intra-op threads (default: the target's)")
 @click.option("--runs", type=int, default=None, help="timed runs (default: the target's, 100)")
 @click.option("--warmup", type=int, default=None, help="warm-up runs (default: the target's, 10)")
 @click.option("--time-budget", type=float, default=None, help="stop timing after this many seconds")
 @click.option("--ops/--no-ops", default=True, help="per-operator breakdown from the ONNX Runtime profiler")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
-def profile(model: Path, target_name: str | None, batch: int | None, threads: int | None, runs: int | None,
+def profile(model: Path, target_name: str | None, batch: int | None, sequence: int | None, threads: int | None,
+            runs: int | None,
             warmup: int | None, time_budget: float | None, ops: bool, as_json: bool) -> None:
     """Latency (p50/p90/p99, mean, std, cv, throughput), peak memory and top operators of MODEL."""
     from edgedistill.profile import profile_models
@@ -30,7 +33,7 @@ def profile(model: Path, target_name: str | None, batch: int | None, threads: in
 
     if not model.is_file():
         raise UserError("model file not found", where=str(model), fix="pass the path to an exported .onnx file")
-    for opt, val in (("--batch", batch), ("--threads", threads), ("--runs", runs)):
+    for opt, val in (("--batch", batch), ("--sequence-length", sequence), ("--threads", threads), ("--runs", runs)):
         if val is not None and val < 1:
             raise UserError(f"{opt} must be at least 1", where=opt, fix=f"pass {opt} 1 or more")
     if warmup is not None and warmup < 0:
@@ -38,12 +41,13 @@ def profile(model: Path, target_name: str | None, batch: int | None, threads: in
     target = load_target(target_name) if target_name else default_target()
     stats = profile_models({model.name: model}, target, batch=batch or target.batch_sizes[0], threads=threads,
                            runs=runs or target.runs, warmup=target.warmup if warmup is None else warmup,
-                           time_budget_s=time_budget, op_profile_runs=20 if ops else 0)[model.name]
+                           time_budget_s=time_budget, op_profile_runs=20 if ops else 0,
+                           sequence=sequence or (target.sequence_lengths or [None])[0])[model.name]
     if as_json:
         click.echo(json.dumps({"model": str(model), **stats}))
         return
     click.echo(f"{model}  on {target.name} ({stats['cpu']}{', remote ' + stats['remote'] if stats['remote'] else ''})")
-    click.echo(f"  batch {stats['batch']}, threads {stats['threads']}, {stats['runs']} runs after "
+    click.echo(f"  batch {stats['batch']}{', sequence ' + str(stats['sequence']) if stats.get('sequence') else ''}, threads {stats['threads']}, {stats['runs']} runs after "
                f"{stats['warmup']} warm-up{' (time budget reached)' if stats['time_budget_hit'] else ''}")
     click.echo(f"  p50 {stats['p50_ms']:.3f} ms   p90 {stats['p90_ms']:.3f} ms   p99 {stats['p99_ms']:.3f} ms")
     click.echo(f"  mean {stats['mean_ms']:.3f} ms ± {stats['std_ms']:.3f} (cv {stats['cv']:.2f})   "

@@ -169,7 +169,7 @@ def target_of(report: dict, name: str) -> Target:
 
     from .target import Target, load_target
 
-    name = name.split("@b")[0]  # "<target>@b<N>": the same target profiled at another batch size
+    name = name.split("@")[0]  # "<target>@b<N>", "@s<L>": the same target at another batch size / sequence length
     spec = ((report.get("targets") or {}).get(name) or {}).get("spec")
     if not spec:
         return load_target(name)
@@ -213,7 +213,8 @@ def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, bur
             continue
         lat = cur_lat[name]
         stats = profile_models({"baseline": bpath, "current": cpath}, target, batch=int(lat.get("batch", 1)),
-                               threads=lat.get("threads"), runs=runs, warmup=warmup, burst=burst, op_profile_runs=0)
+                               threads=lat.get("threads"), runs=runs, warmup=warmup, burst=burst, op_profile_runs=0,
+                               sequence=lat.get("sequence"))
         r = interleaved_ratio(stats["baseline"]["samples_ms"], stats["current"]["samples_ms"], burst)
         g = r["ratio"] - 1
         passed = g <= limit

@@ -52,6 +52,9 @@ class Target(BaseModel):
     gpu: bool = Field(False, description="needs an NVIDIA GPU (checked with nvidia-smi / the driver)")
     threads: int = Field(1, ge=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    sequence_lengths: list[int] = Field(
+        default_factory=list, description="text models: token sequence lengths to profile (the first under the "
+                                          "target's name, others as <target>@s<L>); empty: as the data comes")
     input_shapes: dict[str, list[int]] = Field(
         default_factory=dict, description="fixed shapes for named inputs; other symbolic dims get the batch size")
     quant_preset: str = "x86_vnni"
@@ -87,6 +90,13 @@ class Target(BaseModel):
                                  "put anything else under a Host alias in your own ~/.ssh/config and use the alias as ssh_host")
             if not sep or not _SSH_VALUE.match(value.strip()):
                 raise ValueError(f'ssh option "{opt}" must be Key=Value with a plain value (letters, digits, . , : / @ ~ + -)')
+        return v
+
+    @field_validator("sequence_lengths")
+    @classmethod
+    def _positive_lengths(cls, v: list[int]) -> list[int]:
+        if any(s < 1 for s in v):
+            raise ValueError("sequence_lengths must be positive integers")
         return v
 
     @property

@@ -25,13 +25,13 @@ __all__ = ["latency_stats", "probe_config", "profile_models"]
 
 
 def probe_config(target: Target, *, batch: int, threads: int | None, runs: int, warmup: int, burst: int,
-                 time_budget_s: float | None, op_profile_runs: int) -> dict[str, Any]:
+                 time_budget_s: float | None, op_profile_runs: int, sequence: int | None = None) -> dict[str, Any]:
     """The JSON the probe reads: everything about *how* to time, nothing about *where* the files are."""
     return {"runtime": target.runtime, "providers": target.providers, "provider_options": target.provider_options,
             "threads": threads or target.threads, "batch": batch, "shapes": target.input_shapes or None,
             "precision": target.precision, "runs": runs, "warmup": warmup, "burst": burst,
             "time_budget_s": time_budget_s if time_budget_s is not None else target.time_budget_s,
-            "op_profile_runs": op_profile_runs, "seed": 0}
+            "op_profile_runs": op_profile_runs, "seed": 0, "sequence": sequence}
 
 
 def profile_models(
@@ -46,6 +46,7 @@ def profile_models(
     feed: Mapping[str, np.ndarray] | None = None,
     time_budget_s: float | None = None,
     op_profile_runs: int = 20,
+    sequence: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Time each model `runs` times (after `warmup`), interleaving bursts of `burst` runs across the models.
 
@@ -65,7 +66,7 @@ def profile_models(
         raise UserError(f"target {target.name} is not usable on this machine: {why}", where="--target",
                         fix="pick a target that `edgedistill doctor` lists as usable, or set ssh_host in the target")
     config = probe_config(target, batch=batch, threads=threads, runs=runs, warmup=warmup, burst=burst,
-                          time_budget_s=time_budget_s, op_profile_runs=op_profile_runs)
+                          time_budget_s=time_budget_s, op_profile_runs=op_profile_runs, sequence=sequence)
     with tempfile.TemporaryDirectory(prefix="edgedistill-feed-") as tmp:
         if feed:
             np.savez(Path(tmp) / "feed.npz", **{k: np.asarray(v) for k, v in feed.items()})
@@ -83,7 +84,11 @@ def profile_models(
                 raise UserError(f"cannot time the model: {exc}", where=str(files[exc.model]),
                                 fix="check that the file is a valid ONNX model for this target's runtime") from exc
     host = result["host"]
-    return {name: {**stats, "target": target.name, "cpu": host["cpu"], "host": host,
+    if feed and sequence is None:  # a fed text model: its token axis is the feed's second dimension
+        seq = {int(v.shape[1]) for v in feed.values() if np.asarray(v).ndim == 2 and np.issubdtype(np.asarray(v).dtype, np.integer)}
+        sequence = seq.pop() if len(seq) == 1 else None
+    extra = {"sequence": int(sequence)} if sequence else {}
+    return {name: {**stats, **extra, "target": target.name, "cpu": host["cpu"], "host": host,
                    "remote": target.ssh_destination if target.remote else None}
             for name, stats in result["models"].items()}
 

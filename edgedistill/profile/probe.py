@@ -53,8 +53,9 @@ def latency_stats(samples_ms: Sequence[float], batch: int = 1) -> dict[str, floa
     }
 
 
-def synthetic_feed(inputs, batch: int, shapes=None, seed: int = 0) -> dict:
-    """Random inputs for `inputs` [(name, shape, onnx type)]: symbolic dims become `batch` (first) or 1.
+def synthetic_feed(inputs, batch: int, shapes=None, seed: int = 0, sequence: int | None = None) -> dict:
+    """Random inputs for `inputs` [(name, shape, onnx type)]: symbolic dims become `batch` (first), `sequence`
+    (later symbolic dims, when given: a text model's token axis) or 1.
 
     A named entry in `shapes` wins. Integer inputs get 0/1 values, which are valid token ids and masks."""
     rng = np.random.default_rng(seed)
@@ -63,7 +64,7 @@ def synthetic_feed(inputs, batch: int, shapes=None, seed: int = 0) -> dict:
         if shapes and name in shapes:
             shape = [int(d) for d in shapes[name]]
         else:
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in dims]
+            shape = [d if isinstance(d, int) and d > 0 else int(sequence or 1) for d in dims]
             if shape:
                 shape[0] = batch
         dtype = ONNX_DTYPES.get(typ, np.float32)
@@ -325,7 +326,7 @@ def _handle(msg: dict, state: dict) -> dict:
         runner_inputs = state["runner"].inputs()
         if "feed" not in state:
             state["feed"] = synthetic_feed(runner_inputs, int(cfg.get("batch", 1)), cfg.get("shapes"),
-                                           int(cfg.get("seed", 0)))
+                                           int(cfg.get("seed", 0)), cfg.get("sequence"))
         state["base_rss"] = base
         return {"ok": True, "load_ms": load_ms, "providers": state["runner"].providers(), "pid": os.getpid(),
                 "inputs": {k: list(v.shape) for k, v in state["feed"].items()}}
@@ -413,7 +414,7 @@ def coordinate(config: dict, on_burst=None) -> dict:
     config = {k: v for k, v in config.items() if v is not None}
     models: dict = config["models"]
     cfg = {k: config[k] for k in ("runtime", "providers", "provider_options", "threads", "batch", "shapes",
-                                  "feed", "seed", "precision") if k in config}
+                                  "feed", "seed", "precision", "sequence") if k in config}
     runs, warmup = int(config.get("runs", 100)), int(config.get("warmup", 10))
     burst = max(1, min(int(config.get("burst", 10)), runs))
     budget = config.get("time_budget_s")
