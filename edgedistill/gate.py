@@ -6,6 +6,10 @@ never read from them: milliseconds measured on two machines (or two moments on o
 by 20–50 % with no change to the model. Instead both artifacts are re-profiled here, side by side, in
 interleaved bursts (one fresh process each), and the gate compares current/baseline as the median over
 bursts of the ratio of burst minima (profile/compare.py says why minima).
+
+The gate fails closed: a report without a finite deployed metric or a positive size, an artifact that is
+missing or is not the file the report was measured on (its sha256, recorded in report.json), or two reports
+of different tasks or metrics are bad input (exit 2), never a skipped check that passes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
-from .io import write_text
+from .io import sha256_file, write_text
 
 if TYPE_CHECKING:
     from .target import Target
@@ -81,8 +85,61 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise UserError(f"{name}: expected {'a mapping' if kind is dict else 'a number'}, got {value!r:.60}",
                             where=str(path), fix="pass an edgedistill report.json")
+    _require_evidence(dep, str(path))
     report["_path"] = str(path.resolve())
     return report
+
+
+def _require_evidence(dep: Mapping[str, Any], where: str) -> None:
+    """The numbers a gate compares must be there and be real: a missing, null or non-finite one is refused."""
+    metric, size = dep.get("metric"), dep.get("size_mb")
+    if not isinstance(metric, (int, float)) or isinstance(metric, bool) or not math.isfinite(metric):
+        raise UserError(f"models.deployed.metric: expected a finite number, got {metric!r:.60}", where=where,
+                        fix="pass the report of a finished run; a run whose metric is missing or not finite has no evidence to gate")
+    if not isinstance(size, (int, float)) or isinstance(size, bool) or not math.isfinite(size) or size <= 0:
+        raise UserError(f"models.deployed.size_mb: expected a positive number, got {size!r:.60}", where=where,
+                        fix="pass the report of a finished run (size_mb is the artifact's size on disk)")
+
+
+def verify_artifact(report: Mapping[str, Any]) -> Path:
+    """The report's artifact exists and is byte for byte the file its numbers were measured on.
+
+    A stale report beside a replaced or removed bundle (a run killed early into the same --out, a second run
+    writing the same folder, a hand-copied model) must not pass the gate on the old numbers."""
+    dep, where = report["models"]["deployed"], report["_path"]
+    path = artifact_path(report)
+    if not path.is_file():
+        raise UserError(f"the deployed artifact {path} is missing", where=f"{where}: models.deployed.path",
+                        fix="keep the run's bundle/ next to its report.json (the gate re-profiles it and checks its sha256)")
+    digests = {"sha256": path, "data_sha256": path.with_name(path.name + ".data")}
+    if not isinstance(dep.get("sha256"), str):
+        raise UserError("models.deployed.sha256 is missing, so the artifact cannot be tied to this report",
+                        where=where, fix="re-run the recipe with this edgedistill version (reports now record it)")
+    for key, file in digests.items():
+        want = dep.get(key)
+        if want is None and key == "data_sha256" and not file.exists():
+            continue
+        got = sha256_file(file) if file.is_file() else "missing"
+        if got != want:
+            raise UserError(f"{file.name} is not the file this report was measured on "
+                            f"(sha256 {got[:16]}…, the report says {str(want)[:16]}…)", where=f"{where}: models.deployed.{key}",
+                            fix="the bundle changed after the report was written (another or an interrupted run?): "
+                                "re-run the recipe, or restore the matching bundle")
+    return path
+
+
+def same_task(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> None:
+    """Comparing accuracy with Spearman, or a classifier with an embedder, means nothing: refuse it."""
+    def what(rep: Mapping[str, Any]) -> tuple:
+        m = rep.get("metric") or {}
+        return rep.get("task"), m.get("name"), m.get("higher_is_better", True)
+
+    if what(current) != what(baseline):
+        c, b = what(current), what(baseline)
+        word = lambda t: f"{t[0]}/{t[1]} ({'higher' if t[2] else 'lower'} is better)"  # noqa: E731
+        raise UserError(f"the reports measure different things: current {word(c)}, baseline {word(b)}",
+                        where=f"{current['_path']} vs {baseline['_path']}",
+                        fix="compare runs of the same task and metric, or pass --allow-different-task if you mean it")
 
 
 def tolerances(current: Mapping, baseline: Mapping, overrides: Mapping[str, float | None]) -> dict[str, float]:
@@ -116,8 +173,12 @@ def _number(v: Any, field_name: str, where: str) -> float:
 
 
 def check(current: dict, baseline: dict, *, overrides: Mapping[str, float | None] | None = None,
-          runs: int = 300, burst: int = 10, warmup: int = 20) -> GateReport:
+          runs: int = 300, burst: int = 10, warmup: int = 20, allow_different_task: bool = False) -> GateReport:
     """Run every configured gate. Latency is re-measured here (see the module docstring)."""
+    if not allow_different_task:
+        same_task(current, baseline)
+    for rep_ in (current, baseline):
+        verify_artifact(rep_)
     tol = tolerances(current, baseline, overrides or {})
     rep = GateReport(tolerances=tol)
     cur, base = current["models"]["deployed"], baseline["models"]["deployed"]
@@ -126,31 +187,22 @@ def check(current: dict, baseline: dict, *, overrides: Mapping[str, float | None
     cm, bm = cur.get("metric"), base.get("metric")
     if "accuracy_drop" in tol:
         lim = tol["accuracy_drop"]
-        if cm is None or bm is None:
-            rep.results.append(GateResult("accuracy_drop", lim, None, True, True, "a report has no deployed metric"))
-        else:
-            drop = (bm - cm) if higher else (cm - bm)
-            rep.results.append(GateResult("accuracy_drop", lim, drop, drop <= lim + 1e-12,
-                                          detail=f"{mname} {bm:.4f} -> {cm:.4f}, drop {drop:+.4f} "
-                                                 f"({'<=' if drop <= lim + 1e-12 else '>'} limit {lim:.4f})"))
+        drop = (bm - cm) if higher else (cm - bm)
+        rep.results.append(GateResult("accuracy_drop", lim, drop, drop <= lim + 1e-12,
+                                      detail=f"{mname} {bm:.4f} -> {cm:.4f}, drop {drop:+.4f} "
+                                             f"({'<=' if drop <= lim + 1e-12 else '>'} limit {lim:.4f})"))
     if "min_metric" in tol:
         lim = tol["min_metric"]
-        if cm is None:
-            rep.results.append(GateResult("min_metric", lim, None, True, True, "no deployed metric"))
-        else:
-            ok = cm >= lim if higher else cm <= lim
-            rep.results.append(GateResult("min_metric", lim, cm, ok, detail=f"{mname} {cm:.4f} "
-                                          f"{'meets' if ok else 'misses'} {'minimum' if higher else 'maximum'} {lim:.4f}"))
+        ok = cm >= lim if higher else cm <= lim
+        rep.results.append(GateResult("min_metric", lim, cm, ok, detail=f"{mname} {cm:.4f} "
+                                      f"{'meets' if ok else 'misses'} {'minimum' if higher else 'maximum'} {lim:.4f}"))
     if "size_growth" in tol:
         lim = tol["size_growth"]
-        cs, bs = cur.get("size_mb"), base.get("size_mb")
-        if not cs or not bs:
-            rep.results.append(GateResult("size_growth", lim, None, True, True, "a report has no deployed size_mb"))
-        else:
-            g = cs / bs - 1
-            rep.results.append(GateResult("size_growth", lim, g, g <= lim + 1e-12,
-                                          detail=f"{bs:.3f} MB -> {cs:.3f} MB, {g:+.1%} "
-                                                 f"({'<=' if g <= lim + 1e-12 else '>'} limit {lim:+.1%})"))
+        cs, bs = cur["size_mb"], base["size_mb"]  # load_report made sure both are positive numbers
+        g = cs / bs - 1
+        rep.results.append(GateResult("size_growth", lim, g, g <= lim + 1e-12,
+                                      detail=f"{bs:.3f} MB -> {cs:.3f} MB, {g:+.1%} "
+                                             f"({'<=' if g <= lim + 1e-12 else '>'} limit {lim:+.1%})"))
     if "latency_growth" in tol:
         rep.results.extend(latency_gates(current, baseline, tol["latency_growth"], runs=runs, burst=burst,
                                          warmup=warmup))
@@ -193,12 +245,7 @@ def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, bur
     names = sorted(set(cur_lat) & set(base_lat))
     if not names:
         return [GateResult("latency_growth", limit, None, True, True, "no target was profiled in both reports")]
-    cpath, bpath = artifact_path(current), artifact_path(baseline)
-    missing = [str(p) for p in (bpath, cpath) if not p.is_file()]
-    if missing:
-        return [GateResult(f"latency_growth[{name}]", limit, None, True, True,
-                           f"artifact not reachable ({', '.join(missing)}); latency is only compared by "
-                           "re-profiling both files side by side, never as ms from two runs") for name in names]
+    cpath, bpath = verify_artifact(current), verify_artifact(baseline)  # never skipped: a missing file is refused
     out = []
     for name in names:
         gname = f"latency_growth[{name}]"

@@ -1,7 +1,8 @@
 """Atomic file writes and safe model checkpoints.
 
 A killed run must never leave a half-written file that a later `--resume` trusts, so every file is written
-to a temporary sibling and renamed into place. Checkpoints are safetensors (no pickle), so loading one can
+to a temporary sibling and renamed into place. The temporary file is created private (mkstemp: 0600); it is
+given the mode a plain `open()` would have (0666 minus the umask) before the rename, so the user's umask holds. Checkpoints are safetensors (no pickle), so loading one can
 never execute code.
 """
 
@@ -27,10 +28,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -122,6 +122,17 @@ def test_verify_reports_missing_files_and_unloadable_models(bundle):
     assert not ok and problems == ["labels.txt: missing"]
 
 
+def test_verify_lists_files_that_are_not_in_the_manifest(bundle):
+    """An app team ships the whole folder: a file slipped in after the bundle was written is damage too."""
+    (bundle / "usage" / "extra.py").write_text("import os; os.system('echo hi')\n")
+    (bundle / ".hidden").write_bytes(b"x")
+    (bundle / "link.onnx").symlink_to(bundle / "model.onnx")
+    ok, problems = verify_bundle(bundle)
+    assert not ok
+    assert sorted(p.split(":")[0] for p in problems) == [".hidden", "link.onnx", "usage/extra.py"]
+    assert all("unexpected file" in p for p in problems)
+
+
 def test_verify_refuses_manifest_paths_outside_the_bundle(bundle):
     import hashlib
 

@@ -193,6 +193,11 @@ def test_multi_teacher_and_born_again_report_every_step(tmp_path):
 
 @pytest.mark.parametrize(("overrides", "where", "text"), [
     (["stages.0.losses=[{name: rkl}]", "stages.0.cache.mode=topk"], "cache.mode", "reverse KL"),
+    # biased under sampled targets (nonlinear in the teacher probabilities): refused with that cache mode
+    (["stages.0.losses=[{name: js}]", "stages.0.cache.mode=sampled"], "cache.mode", '"js" is biased'),
+    (["stages.0.losses=[{name: skew_kl}]", "stages.0.cache.mode=sampled"], "cache.mode", '"skew_kl" is biased'),
+    (["stages.0.losses=[{name: kl}, {name: skew_rkl}]", "stages.0.cache.mode=sampled"], "cache.mode",
+     '"skew_rkl" is biased'),
     (["stages.0.losses=[{name: kl}]"], "alpha", "alpha only applies"),
     (["stages.0.cache.mode=sampled", "stages.0.temperature_schedule.kind=linear"], "temperature_schedule.kind", "fixed temperature"),
     (["stages.0.losses=[{name: mse}]"], "losses.0", "evenly"),

@@ -12,6 +12,7 @@ import pytest
 
 from edgedistill import gate
 from edgedistill.errors import UserError
+from edgedistill.io import sha256_file
 from edgedistill.profile.synthetic import synthetic_mlp
 from edgedistill.target import availability, load_target
 
@@ -34,10 +35,17 @@ def _report(metric: float, size_mb: float, gates: dict, *, target: str | None = 
 
 
 def _run(root: Path, name: str, onnx_file: Path | None, report: dict) -> Path:
+    """A run folder: report.json and its artifact, whose sha256 the report records (unless the test set one).
+
+    Without `onnx_file` the artifact is a few placeholder bytes: only the latency gate loads it."""
     d = root / name
     (d / "bundle").mkdir(parents=True)
+    artifact = d / "bundle" / "model.onnx"
     if onnx_file:
-        shutil.copyfile(onnx_file, d / "bundle" / "model.onnx")
+        shutil.copyfile(onnx_file, artifact)
+    else:
+        artifact.write_bytes(f"placeholder artifact of {name}".encode())
+    report["models"]["deployed"].setdefault("sha256", sha256_file(artifact))
     (d / "report.json").write_text(json.dumps(report))
     return d / "report.json"
 
@@ -78,7 +86,7 @@ def test_within_tolerance_passes_and_cli_overrides_win(tmp_path):
 
 def test_lower_is_better_metric(tmp_path):
     cur, base = _report(0.30, 1, {"accuracy_drop": 0.05}, target=None), _report(0.20, 1, {}, target=None)
-    cur["metric"]["higher_is_better"] = False
+    cur["metric"]["higher_is_better"] = base["metric"]["higher_is_better"] = False
     rep = _check(tmp_path, cur, base)
     assert not rep.passed and rep.results[0].value == pytest.approx(0.10)
 
@@ -106,11 +114,46 @@ def test_gate_passes_an_identical_model_every_time(tmp_path, onnx_files):
         assert r.passed and abs(r.value) < 0.10, r.detail
 
 
-def test_unreachable_artifact_skips_latency_instead_of_comparing_ms(tmp_path):
-    rep = _check(tmp_path, _report(0.95, 1.0, {"latency_growth": 0.1}, p50=9.0),
-                 _report(0.95, 1.0, {"latency_growth": 0.1}, p50=1.0))
-    (r,) = rep.results
-    assert r.skipped and rep.passed and "not reachable" in r.detail
+def test_missing_or_replaced_artifact_is_refused_not_skipped(tmp_path):
+    """Used to skip the latency gate (and pass) when the artifact was missing; a replaced file went unnoticed."""
+    gates = {"accuracy_drop": 0.1, "latency_growth": 0.1}
+    cur = gate.load_report(_run(tmp_path, "cur", None, _report(0.95, 1.0, gates)), "CURRENT")
+    base = gate.load_report(_run(tmp_path, "base", None, _report(0.95, 1.0, gates)), "--baseline")
+    (tmp_path / "cur" / "bundle" / "model.onnx").write_bytes(b"another model")  # a later run replaced it
+    with pytest.raises(UserError, match="not the file this report was measured on") as err:
+        gate.check(cur, base)
+    assert "models.deployed.sha256" in err.value.where
+    (tmp_path / "cur" / "bundle" / "model.onnx").unlink()
+    with pytest.raises(UserError, match="is missing"):
+        gate.check(cur, base)
+    del base["models"]["deployed"]["sha256"]  # a report that cannot be tied to any file
+    with pytest.raises(UserError, match="sha256 is missing"):
+        gate.check(base, base)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("metric", None), ("metric", float("inf")), ("metric", float("nan")), ("metric", "missing"),
+    ("size_mb", 0), ("size_mb", -1.0), ("size_mb", None), ("size_mb", float("inf")), ("size_mb", "missing"),
+])
+def test_a_report_without_evidence_is_refused(tmp_path, field, value):
+    """check used to exit 0 when the deployed metric was null/Infinity or the size missing or 0 (gates skipped)."""
+    rep = _report(0.95, 1.0, {"accuracy_drop": 0.1, "size_growth": 0.1, "min_metric": 0.5}, target=None)
+    if value == "missing":
+        del rep["models"]["deployed"][field]
+    else:
+        rep["models"]["deployed"][field] = value
+    path = _run(tmp_path, "cur", None, rep)
+    with pytest.raises(UserError, match=f"models.deployed.{field}"):
+        gate.load_report(path, "CURRENT")
+
+
+def test_reports_of_different_tasks_are_not_compared_unless_told(tmp_path):
+    cur, base = _report(0.9, 1.0, {"accuracy_drop": 0.5}, target=None), _report(0.95, 1.0, {}, target=None)
+    cur["task"], cur["metric"] = "text_embedding", {"name": "spearman", "higher_is_better": True}
+    with pytest.raises(UserError, match="different things"):
+        _check(tmp_path, copy.deepcopy(cur), copy.deepcopy(base))
+    rep = _check(tmp_path / "told", cur, base, allow_different_task=True)
+    assert rep.passed and rep.results[0].name == "accuracy_drop"
 
 
 def test_bad_inputs(tmp_path):
@@ -182,3 +225,17 @@ def test_malformed_report_fields_are_user_errors(tmp_path):
         mutate(rep)
         with pytest.raises(UserError, match=field):
             gate.load_report(_run(tmp_path / str(i), "cur", None, rep), "CURRENT")
+
+
+def test_a_real_run_ties_its_report_to_its_artifact(fast_run, tmp_path):
+    """A fresh run killed early into an existing --out used to leave the old report passing `check`."""
+    run = tmp_path / "run"
+    shutil.copytree(fast_run, run)
+    report = json.loads((run / "report.json").read_text())
+    assert report["models"]["deployed"]["sha256"] == sha256_file(run / "bundle" / "model.onnx")
+    cur = gate.load_report(run, "CURRENT")
+    assert {r.name for r in gate.check(cur, cur).results} >= {"accuracy_drop"}
+    shutil.copyfile(run / "compare" / "teacher.onnx", run / "bundle" / "model.onnx")  # another run's file
+    proc = run_cli("check", str(run), "--baseline", str(fast_run))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "model.onnx is not the file this report was measured on" in proc.stderr and "Traceback" not in proc.stderr

@@ -26,6 +26,9 @@ from .strategies import StrategyConfig
 
 LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce")
 FEATURE_TERMS = ("mse", "cosine", "attention", "rkd_distance", "rkd_angle")
+# Sparse Logit Sampling gives an unbiased estimate of the teacher's probabilities; only losses whose gradient
+# is linear in them (forward KL, label CE) stay unbiased. rkl is refused for every sparse mode (log 0).
+BIASED_UNDER_SAMPLING = ("js", "skew_kl", "skew_rkl")
 
 
 class LossTerm(Strict):
@@ -86,6 +89,10 @@ class DistillConfig(Strict):
             if term.name == "rkl" and sparse:
                 return (("cache", "mode"), f"reverse KL needs dense teacher probabilities, not {self.cache.mode}",
                         "use cache.mode: dense, or skew_rkl (which mixes the student in and stays finite)")
+            if term.name in BIASED_UNDER_SAMPLING and self.cache.enabled and self.cache.mode == "sampled":
+                return (("cache", "mode"), f'"{term.name}" is biased under sampled teacher targets: its gradient is not '
+                        "linear in the teacher probabilities, so their unbiased estimate gives a biased gradient",
+                        "use cache.mode: dense or topk, or the kl/ce losses (unbiased under sampling)")
         if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
             return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
                     "use temperature_schedule.kind: constant, or cache.mode: dense/topk")

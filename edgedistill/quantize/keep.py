@@ -28,15 +28,15 @@ def ratio_vs(stats: dict[str, dict[str, Any]], base: str, other: str) -> dict[st
 
 
 def decide(policy: KeepPolicy, float_path: Path, quant_path: Path, ratio: dict[str, float] | None,
-           precision: str) -> dict[str, Any]:
+           precision: str, unmeasured: str = "no usable target on this machine") -> dict[str, Any]:
     """Which file ships under `policy`, and a sentence that says why in plain words.
 
-    `ratio` is quantized/float latency (None when no target could be timed: `fastest` then keeps the
-    quantized file and says that speed was not measured)."""
+    `ratio` is quantized/float latency (None when it was not timed: `fastest` then keeps the quantized file and
+    says that speed was not measured, and why: `unmeasured`, e.g. measure_latency was switched off)."""
     sizes = {"float": file_size_mb(float_path), precision: file_size_mb(quant_path)}
     faster = None if ratio is None else ratio["ratio"] < 1.0
     if ratio is None:
-        speed = "latency was not measured (no usable target on this machine)"
+        speed = f"latency was not measured ({unmeasured})"
     elif faster:
         speed = f"{precision} is faster than float: {ratio['ratio']:.2f}× the float latency"
     else:

@@ -191,7 +191,8 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     ratio, timing = _time_it(cfg, ctx, float_path, quant_path, precision, steps, details)
     from .keep import decide
 
-    decision = decide(cfg.keep, float_path, quant_path, ratio, precision)
+    decision = decide(cfg.keep, float_path, quant_path, ratio, precision,
+                      unmeasured=(details.get("latency") or {}).get("reason") or "no usable target on this machine")
     details["keep"] = decision
     ctx.log(f"quantize: {decision['reason']}")
     shipped = quant_path if decision["shipped"] == precision else float_path

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..data import Dataset
 from ..evaluate import METRICS, evaluate_onnx
-from ..io import file_size_mb, write_json
+from ..io import file_size_mb, sha256_file, write_json
 from ..state import ModelState
 
 if TYPE_CHECKING:
@@ -125,8 +125,11 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     }
     dataset_meta = {"task": data.task, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                     "class_labels": data.class_labels, "preprocessing": data.preprocessing}
-    write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report,
-                 targets=target_list)
+    bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, targets=target_list)
+    # what `check` compares the artifact against: the report's numbers belong to exactly these bytes
+    models["deployed"]["sha256"] = sha256_file(bdir / "model.onnx")
+    if (bdir / "model.onnx.data").exists():
+        models["deployed"]["data_sha256"] = sha256_file(bdir / "model.onnx.data")
     write_json(run_dir / "report.json", report)
     write_html(report, run_dir / "report.html")
     return report

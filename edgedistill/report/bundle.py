@@ -397,7 +397,8 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
 
 # ----------------------------------------------------------------------------------------------- verify
 def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
-    """Checksums of every listed file, the manifest's own integrity, then load and run the model once."""
+    """Checksums of every listed file, no file that is not listed, the manifest's own integrity, then load and
+    run the model once. An extra file is damage too: an app team ships the whole folder."""
     bdir = Path(path)
     problems: list[str] = []
     try:
@@ -423,6 +424,10 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
         digest, expected = sha256_file(f), info.get("sha256") if isinstance(info, dict) else None
         if digest != expected:
             problems.append(f"{rel}: sha256 {digest[:16]}… does not match the manifest's {str(expected)[:16]}…")
+    listed = {MANIFEST, *files}
+    extra = sorted(p.relative_to(bdir).as_posix() for p in bdir.rglob("*")
+                   if (p.is_file() or p.is_symlink()) and p.relative_to(bdir).as_posix() not in listed)
+    problems += [f"{rel}: unexpected file (not in the manifest; added after the bundle was written)" for rel in extra]
     for model_file in ("model.onnx", "model.ort"):
         if model_file in files and (bdir / model_file).is_file():
             problems += _run_once(bdir / model_file, manifest)
