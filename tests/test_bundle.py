@@ -133,6 +133,15 @@ def test_verify_lists_files_that_are_not_in_the_manifest(bundle):
     assert all("unexpected file" in p for p in problems)
 
 
+def test_verify_shapes_the_feed_from_the_model_not_the_manifest(bundle):
+    """A manifest claiming a huge input shape used to be allocated (MemoryError traceback); now it is a finding."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["inputs"][0]["shape"] = [10**12, 1, 8, 8]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    ok, problems = verify_bundle(bundle)
+    assert not ok and any("input shapes" in p and "differ from the manifest" in p for p in problems), problems
+
+
 def test_verify_refuses_manifest_paths_outside_the_bundle(bundle):
     import hashlib
 

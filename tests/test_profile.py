@@ -127,7 +127,7 @@ def test_int8_share_of_a_quantized_model(models, tmp_path):
     quantize_dynamic(str(models["base"]), str(q), weight_type=QuantType.QInt8)
     ops = profile_models({"q": q}, CPU, runs=20, warmup=2)["q"]["ops"]
     # structure, not a time share (ORT's profiler shares move with machine load: 0.18 was seen for > 0.2)
-    assert ops["share"]["int8"] > 0 and ops["share"]["convert"] > 0, ops
+    assert ops["share"]["int8"] > 0, ops
     assert sum(ops["share"].values()) == pytest.approx(1.0, abs=1e-3)
     int8_rows = [r for r in ops["top"] if r["precision"] == "int8"]
     assert int8_rows and all(r["ms"] > 0 and r["nodes"] >= 1 for r in int8_rows)

@@ -18,10 +18,11 @@ MAX_CLASSES = 100_000  # a stray huge label must not make the model (or the name
 def _read(path: Path) -> dict[str, np.ndarray]:
     """Every array in the file; a truncated, corrupt or pickled file is a UserError naming it."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise UserError("holds a single array, not named arrays", where=str(path),
-                                fix="save with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # an .npy array saved under an .npz name
+            raise UserError("holds a single array, not named arrays", where=str(path),
+                            fix="save with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        with z:
             return {k: z[k] for k in z.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise UserError(f"cannot read the npz file ({type(exc).__name__}: {str(exc)[:200]})", where=str(path),

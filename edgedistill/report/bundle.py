@@ -449,13 +449,20 @@ def _run_once(model: Path, manifest: Mapping[str, Any]) -> list[str]:
     try:  # a damaged manifest is a finding like any other, never a traceback
         want_in = [v["name"] for v in manifest.get("inputs", [])]
         want_out = [v["name"] for v in manifest.get("outputs", [])]
-        feed = {v["name"]: np.zeros([d if isinstance(d, int) else 1 for d in v["shape"]], dtype=np.dtype(v["dtype"]))
-                for v in manifest.get("inputs", [])}
+        want_shapes = [[d if isinstance(d, int) else "?" for d in v["shape"]] for v in manifest.get("inputs", [])]
+        dtypes = [np.dtype(v["dtype"]) for v in manifest.get("inputs", [])]
     except (KeyError, TypeError, ValueError) as exc:
         return [f"{MANIFEST}: inputs/outputs are malformed ({type(exc).__name__}: {exc})"]
     got_in, got_out = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
     if got_in != want_in or got_out != want_out:
         return [f"{model.name}: inputs/outputs {got_in}/{got_out} differ from the manifest's {want_in}/{want_out}"]
+    # the feed is shaped from the model's own graph (symbolic dims = 1): a manifest claiming a huge shape is
+    # reported as a mismatch, never allocated
+    got_shapes = [[d if isinstance(d, int) else "?" for d in i.shape] for i in sess.get_inputs()]
+    if got_shapes != want_shapes:
+        return [f"{model.name}: input shapes {got_shapes} differ from the manifest's {want_shapes}"]
+    feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=dt)
+            for i, dt in zip(sess.get_inputs(), dtypes, strict=True)}
     try:
         sess.run(None, feed)
     except Exception as exc:  # a run failure is damage too

@@ -1,0 +1,363 @@
+"""Fuzzing the CLI with broken recipes, --set values, data files and reports (fixed seed, runs in CI).
+
+Every case must end with exit 0 (ok), 1 (a gate failed / a bundle is damaged) or 2 (bad input, with a
+message), and never with a traceback, an uncaught exception or exit 3 (internal error). The cases are
+mutations of the built-in recipes (keys, values, types, lists, nesting, unicode, huge and non-finite numbers,
+missing and extra fields, raw-text damage), of `--set` arguments, of an npz / MNIST IDX data set fed to
+`evaluate`, and of a report fed to `check`; a few go through a real `compress`.
+
+Most cases run in-process through click's CliRunner, so a few hundred take seconds. The counts per kind and
+exit code are printed (`pytest -s`) and any failing case is listed with its input.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import math
+import random
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from edgedistill.cli.main import cli
+
+from .conftest import ROOT
+
+SEED = 20261129
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+VALUES = [None, True, False, 0, 1, -1, 2, 0.5, 1.5, -0.5, 2**31, 10**30, -(10**30), 1e308, 5e-324,
+          math.nan, math.inf, -math.inf, "", "x", "0", "1e3", "null", "ü漢字🙂", "\u202e\u0000", "a" * 5000,
+          "../../outside", "/tmp/abs", "os:system", "builtins:eval", "~/x.yaml", [], {}, [1, "a", None],
+          {"name": "cnn"}, {"k": {"k": {"k": {"k": 1}}}}, [[[[[[[[1]]]]]]]], [16, 32], ["16", "32"], [-8, 0],
+          "cnn", "mnist", "npz", "kl", "sampled", "dense", "quantize", "prune", "distill", "export", "x86_vnni"]
+KEYS = ["name", "kind", "epochs", "lr", "channels", "stages", "data", "teacher", "targets", "gates", "seed",
+        "unknown", "ÿ", "", "0", "__class__", "<<"]
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) in a parsed recipe, containers included."""
+    yield prefix, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*prefix, i))
+
+
+def _get(doc, path):
+    for p in path:
+        doc = doc[p]
+    return doc
+
+
+def mutate_doc(rng: random.Random, doc):
+    """One structural mutation of a parsed recipe, in place (returns the new root)."""
+    path, node = rng.choice(list(_paths(doc)))
+    op = rng.choice(["value", "value", "value", "delete", "add", "wrap", "duplicate", "empty", "rename", "retype"])
+    if not path:  # the root itself (once it is not a mapping, nothing more is mutated)
+        if not isinstance(doc, dict):
+            return doc
+        return rng.choice([[doc], "just text", None, 42, {**doc, rng.choice(KEYS): copy.deepcopy(rng.choice(VALUES))}])
+    parent, key = _get(doc, path[:-1]), path[-1]
+    if op == "value":
+        parent[key] = copy.deepcopy(rng.choice(VALUES))
+    elif op == "delete":
+        del parent[key]
+    elif op == "add" and isinstance(node, dict):
+        node[rng.choice(KEYS)] = copy.deepcopy(rng.choice(VALUES))
+    elif op == "wrap":
+        parent[key] = rng.choice([[node], {"value": node}])
+    elif op == "duplicate" and isinstance(node, list) and node:
+        node.extend(copy.deepcopy(node[: rng.randint(1, len(node))]))
+    elif op == "empty":
+        parent[key] = type(node)() if isinstance(node, (dict, list, str)) else None
+    elif op == "rename" and isinstance(parent, dict):
+        new = rng.choice([str(key)[:-1], str(key).upper(), f"{key}_", rng.choice(KEYS)])
+        parent[new] = parent.pop(key)
+    elif op == "retype":
+        parent[key] = {"number": 10**rng.randint(1, 40), "string": str(node), "list": [node] * 3,
+                       "float": float(rng.choice([-1, 1])) * 10.0**rng.randint(-30, 300)}[
+            rng.choice(["number", "string", "list", "float"])]
+    else:
+        parent[key] = copy.deepcopy(rng.choice(VALUES))
+    return doc
+
+
+def damage_text(rng: random.Random, text: str) -> bytes:
+    """Raw damage a YAML parser must survive: truncation, stray syntax, duplicate keys, bad encodings, nesting."""
+    op = rng.choice(["truncate", "insert", "duplicate_line", "bytes", "nesting", "tabs", "anchor", "swap"])
+    pos = rng.randrange(len(text) + 1)
+    if op == "truncate":
+        return text[:pos].encode()
+    if op == "insert":
+        junk = rng.choice([":", "- ", "{", "}", "[", "]", "&a ", "*a", "<<: *a", "!!python/object/apply:os.system ['true']",
+                           "!!binary AAAA", "%YAML 1.1\n", "---\n", "? ", "|", ">", "'", '"', "\t", "#", "\n  - x: [1,"])
+        return (text[:pos] + junk + text[pos:]).encode()
+    if op == "duplicate_line":
+        lines = text.splitlines(keepends=True)
+        i = rng.randrange(len(lines))
+        return "".join(lines[: i + 1] + [lines[i]] + lines[i + 1:]).encode()
+    if op == "bytes":
+        raw = text.encode()
+        return raw[:pos] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + raw[pos:]
+    if op == "nesting":
+        depth = rng.choice([50, 500, 5000])
+        return (text + f"\nextra: {'[' * depth}{']' * depth}\n").encode()
+    if op == "tabs":
+        return text.replace("  ", "\t", rng.randint(1, 5)).encode()
+    if op == "anchor":
+        return (text + "\nx: &big [" + ", ".join(["1"] * 20) + "]\ny: [*big, *big, *big]\n").encode()
+    lines = text.splitlines(keepends=True)
+    rng.shuffle(lines)
+    return "".join(lines).encode()
+
+
+SET_VALUES = ["[[", "{a: 1", "]", "!!python/object/apply:os.system ['true']", ".nan", ".inf", "-.inf", "1e400", "ü",
+              "", "null", "*a", "&a x", "[1, 2", "{}", "[]", "0", "-1", "10000000000000000000000000000000", "yes",
+              "'unterminated", "a: b: c", "\x00", "- x", "{name: cnn, channels: [8]}", "x86_vnni", "[x86_vnni, x]"]
+
+
+def set_args(rng: random.Random, doc: dict) -> list[str]:
+    keys = [".".join(map(str, p)) for p, _ in _paths(doc) if p]
+    out = []
+    for _ in range(rng.randint(1, 3)):
+        key = rng.choice([*keys, *keys, "stages.99.kind", "a..b", "", ".", "stages.-1.kind", "stages.x", "ü",
+                          "teacher.model.name.extra", "=", "data=", "gates.nope"])
+        out += ["--set", rng.choice([f"{key}={rng.choice(SET_VALUES)}", key, f"={rng.choice(SET_VALUES)}"])]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _npz_arrays(rng_np: np.random.Generator, n: int = 90) -> dict[str, np.ndarray]:
+    x = rng_np.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    y = np.arange(n) % 10
+    return {"x_train": x, "y_train": y, "x_test": x[:30], "y_test": y[:30]}
+
+
+def mutate_npz(rng: random.Random, rng_np: np.random.Generator, folder: Path, i: int) -> Path:
+    a = _npz_arrays(rng_np)
+    key = rng.choice(["x_train", "y_train", "x_test", "y_test"])
+    op = rng.choice(["neg_label", "big_label", "float_label", "nan", "inf", "shape", "length", "empty", "missing",
+                     "one_class", "labels_names", "strings", "bool", "2d_labels", "val_half", "truncate", "garbage",
+                     "huge_value", "object", "scalar_file"])
+    path = folder / f"d{i}.npz"
+    if op == "neg_label":
+        a["y_train"] = a["y_train"] - rng.randint(1, 5)
+    elif op == "big_label":
+        a["y_test"] = a["y_test"].copy()
+        a["y_test"][0] = rng.choice([10, 99, 2**40, 10**6])
+    elif op == "float_label":
+        a[rng.choice(["y_train", "y_test"])] = a["y_train"][: len(a["y_train"])].astype(np.float32)[: len(a[key])]
+    elif op in ("nan", "inf", "huge_value"):
+        a[key if key.startswith("x") else "x_train"] = a["x_train"].copy()
+        a["x_train"][rng.randrange(90), 0, 0, 0] = {"nan": np.nan, "inf": -np.inf, "huge_value": 3e38}[op]
+    elif op == "shape":
+        a[rng.choice(["x_train", "x_test"])] = rng_np.standard_normal(rng.choice([(90,), (30, 64), (90, 2, 8, 8), (90, 1, 3, 3)])).astype(np.float32)
+    elif op == "length":
+        a[key] = a[key][: rng.randint(0, len(a[key]) - 1)]
+    elif op == "empty":
+        a[key] = a[key][:0]
+    elif op == "missing":
+        del a[key]
+    elif op == "one_class":
+        a["y_train"], a["y_test"] = np.zeros(90, np.int64), np.zeros(30, np.int64)
+    elif op == "labels_names":
+        a["labels"] = np.array([f"c{k}" for k in range(rng.choice([0, 3, 9, 11]))])
+    elif op == "strings":
+        a[key] = np.array(["a"] * len(a[key]))
+    elif op == "bool":
+        a[key] = a[key].astype(bool)
+    elif op == "2d_labels":
+        a["y_train"] = np.stack([a["y_train"], a["y_train"]], 1)
+    elif op == "val_half":
+        a["x_val"] = a["x_train"][:10]
+    elif op == "object":
+        a["x_train"] = np.array([object()] * 90, dtype=object)
+    if op == "object":
+        np.savez(path, **a, allow_pickle=True)  # a pickled array: must be refused, never unpickled
+    elif op == "scalar_file":
+        np.save(path.with_suffix(".npy"), a["x_train"])
+        path.with_suffix(".npy").rename(path)
+    else:
+        np.savez(path, **a)
+    if op == "truncate":
+        raw = path.read_bytes()
+        path.write_bytes(raw[: rng.randrange(len(raw))])
+    elif op == "garbage":
+        raw = bytearray(path.read_bytes())
+        for _ in range(rng.randint(1, 20)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def _idx(data: np.ndarray, magic: int) -> bytes:
+    header = struct.pack(">II", magic, len(data)) + b"".join(struct.pack(">I", d) for d in data.shape[1:])
+    return header + data.astype(np.uint8).tobytes()
+
+
+def mutate_mnist(rng: random.Random, rng_np: np.random.Generator, folder: Path) -> Path:
+    folder.mkdir()
+    images = rng_np.integers(0, 256, (40, 28, 28))
+    labels = np.arange(40) % 10
+    img, lab = _idx(images, 2051), _idx(labels, 2049)
+    op = rng.choice(["truncate_gz", "bad_magic", "count", "huge_count", "label_range", "garbage_gz", "empty"])
+    if op == "bad_magic":
+        img = struct.pack(">I", rng.randrange(2**32)) + img[4:]
+    elif op == "count":
+        lab = struct.pack(">II", 2049, 39) + lab[8:-1]
+    elif op == "huge_count":
+        img = img[:4] + struct.pack(">I", 2**31) + img[8:]
+    elif op == "label_range":
+        lab = lab[:-1] + bytes([rng.choice([10, 200, 255])])
+    elif op == "empty":
+        img = b""
+    gz_img, gz_lab = gzip.compress(img), gzip.compress(lab)
+    if op == "truncate_gz":
+        gz_img = gz_img[: rng.randrange(len(gz_img))]
+    elif op == "garbage_gz":
+        gz_lab = gz_lab[:10] + bytes(rng.randrange(256) for _ in range(30)) + gz_lab[40:]
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gz_img)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gz_lab)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------- reports
+def base_report(sha: str) -> dict:
+    lat = {"p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "mean_ms": 1.0, "std_ms": 0.0, "batch": 1, "threads": 1,
+           "runs": 10}
+    model = {"params": 10, "size_mb": 0.01, "metric": 0.9, "latency": {}}
+    return {"schema_version": 1, "recipe": {"name": "t", "sha256": "0" * 64,
+                                            "resolved": {"gates": {"accuracy_drop": 0.05, "size_growth": 0.1,
+                                                                   "min_metric": 0.5}}},
+            "task": "classification", "metric": {"name": "accuracy", "higher_is_better": True},
+            "models": {"teacher": {**model, "latency": {"x86_vnni": lat}}, "student": copy.deepcopy(model),
+                       "deployed": {**model, "path": "bundle/model.onnx", "sha256": sha,
+                                    "metric_measured_on": "onnxruntime"}},
+            "targets": {}, "stages": [], "gates": [], "passed": True}
+
+
+# ----------------------------------------------------------------------------------------------- the test
+class Outcomes:
+    def __init__(self, runner: CliRunner) -> None:
+        self.runner, self.counts, self.failures = runner, Counter(), []
+
+    def run(self, kind: str, args: list[str], what: str) -> int:
+        result = self.runner.invoke(cli, args, catch_exceptions=True)
+        code = result.exit_code
+        out = result.output + (result.stderr if result.stderr_bytes is not None else "")
+        crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
+        self.counts[(kind, code)] += 1
+        if code not in (0, 1, 2) or crashed or "Traceback" in out:
+            why = repr(result.exception)[:200] if crashed else out.strip().splitlines()[-1:]
+            self.failures.append(f"{kind} exit {code}: {why} <- {what[:300]!r}")
+        return code
+
+    def report(self) -> None:
+        summary = {f"{k} exit {c}": n for (k, c), n in sorted(self.counts.items())}
+        print("\nfuzz outcomes:", json.dumps(summary), f"failures: {len(self.failures)}")
+        assert not self.failures, "\n".join(self.failures[:40])
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    import torch
+
+    from edgedistill.export import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    return export_onnx(model, tmp_path_factory.mktemp("fuzz_model") / "m.onnx", (1, 8, 8))
+
+
+@pytest.mark.slow  # about 20 s on a quiet machine
+def test_fuzzed_inputs_never_crash(tmp_path, tiny_onnx, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths a mutated recipe names stay in here
+    rng, rng_np = random.Random(SEED), np.random.default_rng(SEED)
+    fuzz = Outcomes(CliRunner())
+    texts = {p.stem: p.read_text() for p in RECIPES}
+    folder = tmp_path / "cases"
+    folder.mkdir()
+
+    for i in range(300):  # mutated recipes through `validate`
+        name = rng.choice(sorted(texts))
+        if rng.random() < 0.25:
+            raw = damage_text(rng, texts[name])
+        else:
+            doc = yaml.safe_load(texts[name])
+            for _ in range(rng.randint(1, 4)):
+                doc = mutate_doc(rng, doc)
+            raw = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False).encode()
+        path = folder / f"r{i}.yaml"
+        path.write_bytes(raw)
+        fuzz.run("recipe", ["validate", str(path)], raw.decode("utf-8", "replace"))
+
+    for _ in range(60):  # --set arguments
+        name = rng.choice(sorted(texts))
+        args = set_args(rng, yaml.safe_load(texts[name]))
+        fuzz.run("set", ["validate", name, *args], " ".join(args))
+
+    for i in range(40):  # data sets through `evaluate`
+        if rng.random() < 0.75:
+            spec = f"npz:{mutate_npz(rng, rng_np, folder, i)}"
+        else:
+            spec = f"mnist:{mutate_mnist(rng, rng_np, folder / f'mnist{i}')}"
+        fuzz.run("data", ["evaluate", str(tiny_onnx), "--data", spec], spec)
+
+    for i in range(40):  # reports through `check`
+        run = folder / f"run{i}"
+        (run / "bundle").mkdir(parents=True)
+        (run / "bundle" / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+        from edgedistill.io import sha256_file
+
+        base = base_report(sha256_file(run / "bundle" / "model.onnx"))
+        (run / "base.json").write_text(json.dumps(base))
+        doc = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 3)):
+            doc = mutate_doc(rng, doc)
+        (run / "report.json").write_text(json.dumps(doc))
+        fuzz.run("report", ["check", str(run / "report.json"), "--baseline", str(run / "base.json")], json.dumps(doc))
+
+    fuzz.report()
+
+
+TINY = ["data.train_limit=150", "teacher.train.epochs=1", "stages.0.train.epochs=1", "stages.1.calibration.samples=16",
+        "profile.runs=20", "profile.warmup=2", "targets=[x86_vnni]"]
+
+
+@pytest.mark.slow
+def test_fuzzed_compress_runs_end_cleanly(tmp_path, monkeypatch):
+    """A few real runs: mutated mobile recipes (shrunk with --set) and a mutated data set, end to end."""
+    monkeypatch.chdir(tmp_path)
+    rng, rng_np = random.Random(SEED + 1), np.random.default_rng(SEED + 1)
+    fuzz = Outcomes(CliRunner())
+    text = (ROOT / "recipes" / "mobile.yaml").read_text()
+    ran = 0
+    for i in range(200):  # mutate until two recipes validate, and run those for real
+        doc = yaml.safe_load(text)
+        for _ in range(rng.randint(1, 2)):
+            doc = mutate_doc(rng, doc)
+        path = tmp_path / f"m{i}.yaml"
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+        tiny = [a for o in TINY for a in ("--set", o)]
+        if fuzz.run("recipe", ["validate", str(path), *tiny], path.read_text()) != 0:
+            continue
+        fuzz.run("compress", ["compress", "--recipe", str(path), "--out", str(tmp_path / f"run{i}"), *tiny],
+                 path.read_text())
+        ran += 1
+        if ran == 2:
+            break
+    assert ran == 2
+    data = mutate_npz(rng, rng_np, tmp_path, 0)
+    fuzz.run("compress", ["compress", "--recipe", "mobile", "--out", str(tmp_path / "npz"), "--set", "data.name=npz",
+                          "--set", f"data.path={data}", *[a for o in TINY for a in ("--set", o)]], str(data))
+    fuzz.report()
