@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from edgedistill.cli.main import cli
 
 from .conftest import ROOT
@@ -94,7 +93,7 @@ def mutate_doc(rng: random.Random, doc):
 
 def damage_text(rng: random.Random, text: str) -> bytes:
     """Raw damage a YAML parser must survive: truncation, stray syntax, duplicate keys, bad encodings, nesting."""
-    op = rng.choice(["truncate", "insert", "duplicate_line", "bytes", "nesting", "tabs", "anchor", "swap"])
+    op = rng.choice(["truncate", "insert", "duplicate_line", "bytes", "nesting", "tabs", "anchor", "swap", "bomb"])
     pos = rng.randrange(len(text) + 1)
     if op == "truncate":
         return text[:pos].encode()
@@ -105,7 +104,7 @@ def damage_text(rng: random.Random, text: str) -> bytes:
     if op == "duplicate_line":
         lines = text.splitlines(keepends=True)
         i = rng.randrange(len(lines))
-        return "".join(lines[: i + 1] + [lines[i]] + lines[i + 1:]).encode()
+        return "".join([*lines[:i + 1], lines[i], *lines[i + 1:]]).encode()
     if op == "bytes":
         raw = text.encode()
         return raw[:pos] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + raw[pos:]
@@ -114,6 +113,10 @@ def damage_text(rng: random.Random, text: str) -> bytes:
         return (text + f"\nextra: {'[' * depth}{']' * depth}\n").encode()
     if op == "tabs":
         return text.replace("  ", "\t", rng.randint(1, 5)).encode()
+    if op == "bomb":  # "billion laughs": a few hundred bytes that expand to 10^9 nodes without an alias budget
+        levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        levels += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 9)]
+        return (text + "\n" + "\n".join(levels) + "\n").encode()
     if op == "anchor":
         return (text + "\nx: &big [" + ", ".join(["1"] * 20) + "]\ny: [*big, *big, *big]\n").encode()
     lines = text.splitlines(keepends=True)
