@@ -41,7 +41,7 @@ def test_a_clean_npz_loads(tmp_path):
     ({"y_train": np.zeros(120, np.int64), "y_test": np.zeros(30, np.int64)}, "needs at least 2"),
     ({"y_train": np.arange(100) % 4}, "120 samples but y_train 100"),
     ({"x_test": np.zeros((0, 1, 8, 8), np.float32), "y_test": np.zeros(0, np.int64)}, "the split is empty"),
-    ({"x_test": np.zeros((30, 1, 6, 6), np.float32)}, "differs from the train split's"),
+    ({"x_test": np.zeros((30, 1, 6, 6), np.float32)}, "differ from the train split's"),
     ({"x_train": np.full((120, 1, 8, 8), np.inf, np.float32)}, "NaN or infinite"),
     ({"labels": np.array(["a", "b", "c"])}, "3 class names for 4 classes"),
     ({"y_train": np.r_[10**9, np.arange(119) % 4]}, "at most 100000 classes"),
@@ -135,3 +135,25 @@ def test_labels_that_do_not_match_the_model_outputs(tmp_path):
     assert "10 outputs but the data has 4 classes" in proc.stderr
     ok = run_cli("evaluate", str(onnx), "--data", "digits")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_every_named_input_is_checked():
+    """Splits with several named inputs (text: input_ids, attention_mask) get the same checks per input."""
+    from types import SimpleNamespace
+
+    from edgedistill.data import Dataset
+    from edgedistill.data.check import check_dataset
+
+    def dataset(mask_rows=10, bad=None):
+        mask = np.ones((mask_rows, 4), np.float32)
+        if bad is not None:
+            mask[2, 1] = bad
+        split = SimpleNamespace(inputs={"input_ids": np.zeros((10, 4), np.int64), "attention_mask": mask},
+                                y=np.arange(10) % 2)
+        return Dataset("t", "text_classification", split, split, split, 2, ["no", "yes"])
+
+    assert check_dataset(dataset(), "t").num_classes == 2
+    with pytest.raises(UserError, match='9 "attention_mask" inputs but 10 labels'):
+        check_dataset(dataset(mask_rows=9), "t")
+    with pytest.raises(UserError, match="NaN or infinite"):
+        check_dataset(dataset(bad=np.inf), "t")

@@ -19,7 +19,17 @@ if TYPE_CHECKING:
     from .base import Dataset
 
 SPLITS = ("train", "val", "test")
-CLASSIFICATION_TASKS = ("classification",)
+
+
+def is_classification(task: str) -> bool:
+    """classification, image_classification, text_classification, ...: targets are class indices."""
+    return "classification" in task
+
+
+def _inputs(split) -> dict[str, np.ndarray]:
+    """A split's named input arrays (`inputs`), or its single `x`."""
+    named = getattr(split, "inputs", None)
+    return dict(named) if isinstance(named, dict) else {"input": split.x}
 
 
 def as_labels(y: np.ndarray, where: str) -> np.ndarray:
@@ -51,33 +61,36 @@ def as_inputs(x: np.ndarray, where: str) -> np.ndarray:
 
 def check_dataset(ds: Dataset, where: str) -> Dataset:
     """Refuse a dataset that training, evaluation or the gate would mis-handle. Returns `ds` unchanged."""
-    shape = None
+    shapes: dict[str, tuple[int, ...]] = {}
     for name in SPLITS:
         split = ds.split(name)
         here = f"{where} ({name} split)"
-        x, y = np.asarray(split.x), np.asarray(split.y)
-        if len(x) != len(y):
-            raise UserError(f"{len(x)} inputs but {len(y)} labels", where=here,
-                            fix="every input needs exactly one label: save arrays of the same length")
+        y = np.asarray(split.y)
         if name != "val" and len(y) == 0:  # val may be empty (val_fraction: 0); train and test may not
             raise UserError("the split is empty", where=here,
                             fix="use more data, a smaller data.test_fraction/val_fraction, or a larger limit")
-        if len(x) and shape is not None and x.shape[1:] != shape:
-            raise UserError(f"input shape {list(x.shape[1:])} differs from the train split's {list(shape)}",
-                            where=here, fix="every split must hold inputs of the same shape")
-        if name == "train":
-            shape = x.shape[1:]
-        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
-            raise UserError(f"{bad} input sample(s) contain NaN or infinite values", where=here,
-                            fix="clean or drop those samples; training on them makes the loss NaN")
-        if ds.task in CLASSIFICATION_TASKS and len(y):
+        for key, x in _inputs(split).items():
+            x = np.asarray(x)
+            what = "inputs" if key == "input" else f'"{key}" inputs'
+            if len(x) != len(y):
+                raise UserError(f"{len(x)} {what} but {len(y)} labels", where=here,
+                                fix="every input needs exactly one label: save arrays of the same length")
+            if len(x) and key in shapes and x.shape[1:] != shapes[key]:
+                raise UserError(f"{what} of shape {list(x.shape[1:])} differ from the train split's {list(shapes[key])}",
+                                where=here, fix="every split must hold inputs of the same shape")
+            if name == "train":
+                shapes[key] = x.shape[1:]
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+                raise UserError(f"{bad} input sample(s) contain NaN or infinite values", where=here,
+                                fix="clean or drop those samples; training on them makes the loss NaN")
+        if is_classification(ds.task) and len(y):
             y = as_labels(y, here)
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= ds.num_classes:
                 raise UserError(f"labels range over {lo}..{hi}, outside 0..{ds.num_classes - 1}", where=here,
                                 fix=f"labels are class indices 0..num_classes-1 ({ds.num_classes} classes here)")
-    if ds.task in CLASSIFICATION_TASKS:
+    if is_classification(ds.task):
         classes = np.unique(np.asarray(ds.train.y))
         if ds.num_classes < 2 or len(classes) < 2:
             raise UserError(f"the training split holds {len(classes)} class(es); classification needs at least 2",
@@ -90,7 +103,7 @@ def check_dataset(ds: Dataset, where: str) -> Dataset:
 
 def check_outputs(num_outputs: int | None, ds: Dataset, where: str) -> None:
     """A classifier must have one output per class: fewer means some labels can never be predicted or named."""
-    if ds.task not in CLASSIFICATION_TASKS or not isinstance(num_outputs, int):
+    if not is_classification(ds.task) or not isinstance(num_outputs, int):
         return
     if num_outputs != ds.num_classes:
         raise UserError(f"the model has {num_outputs} outputs but the data has {ds.num_classes} classes "
