@@ -30,8 +30,14 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except SystemExit as exc:
+            if _raised_by_a_command(exc):
+                raise
+            # a library called exit() in our process (onnx-neural-compressor's autotune does): whatever its code,
+            # the command did not finish, so it must not read as a pass (0) or a failed gate (1)
+            _fail(crash_line(exc, write_crash_file(exc)), EXIT_INTERNAL)
         except UserError as exc:
             _fail(exc.render(), EXIT_BAD_INPUT)
         except KeyboardInterrupt:
@@ -57,6 +63,16 @@ class _Group(click.Group):
             exc.show()
             sys.exit(exc.exit_code if exc.exit_code != 1 else EXIT_BAD_INPUT)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _raised_by_a_command(exc: SystemExit) -> bool:
+    """Did one of our command modules raise this SystemExit (its exit code), rather than a library?"""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame
+        tb = tb.tb_next
+    return last is None or str(last.f_globals.get("__name__", "")).startswith(("edgedistill.cli", "cli."))
 
 
 def _fail(message: str, code: int) -> None:

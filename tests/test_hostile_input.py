@@ -76,6 +76,10 @@ def disk_full(input_shape=(1, 8, 8), num_classes=10):
 
 def truncated(input_shape=(1, 8, 8), num_classes=10):
     raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+def exits(input_shape=(1, 8, 8), num_classes=10):
+    import sys
+    sys.exit(0)  # some libraries do this in the caller's process
 """
 
 
@@ -115,6 +119,23 @@ def test_import_flag_and_env_make_a_builder_usable_and_its_result_is_checked(tmp
     assert "teacher.model.name" in proc.stderr and "not a torch.nn.Module" in proc.stderr
     proc = run_cli("validate", str(recipe), "--import", "no_such_module_xyz", env=env)
     assert proc.returncode == 2 and "--import no_such_module_xyz" in proc.stderr
+
+
+def test_installed_plugins_supply_builders_by_entry_point(tmp_path):
+    """A builder from an installed package's `edgedistill.models` entry point needs no --import; only the entry
+    point with the requested name is loaded."""
+    env, marker = plugin(tmp_path, BUILDER, name="plugmod")
+    dist = tmp_path / "pp" / "plugmod-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugmod\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[edgedistill.models]\nplugnet = plugmod:build\n")
+    recipe = write(tmp_path / "r.yaml", RECIPE)
+    assert run_cli("validate", str(recipe), env=env).returncode == 0
+    assert not marker.exists()  # another model was asked for: the plugin was not imported
+    recipe = write(tmp_path / "p.yaml", RECIPE.replace("{name: cnn, channels: [8]}", "{name: plugnet, width: 3}"))
+    proc = run_cli("validate", str(recipe), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists()
 
 
 def test_target_files_cannot_run_local_commands(tmp_path):
@@ -256,19 +277,19 @@ def test_a_lock_stops_a_second_run_and_a_dead_owners_lock_is_taken_over(tmp_path
 def test_internal_errors_exit_3_with_a_crash_file_and_environment_errors_exit_2(tmp_path):
     env, _ = plugin(tmp_path, BUILDER)
     outcomes = {}
-    for fn in ("crash", "no_memory", "disk_full", "truncated"):
+    for fn in ("crash", "no_memory", "disk_full", "truncated", "exits"):
         recipe = write(tmp_path / f"{fn}.yaml", RECIPE.replace("{name: cnn, channels: [8]}", f"{{name: 'userplugin:{fn}'}}"))
         out = tmp_path / f"run_{fn}"
         proc = run_cli("compress", "--recipe", str(recipe), "--out", str(out), "--import", "userplugin", env=env)
         assert "Traceback" not in proc.stderr and "Aborted!" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
         outcomes[fn] = (proc.returncode, proc.stderr, out)
-    for fn in ("crash", "truncated"):
+    for fn in ("crash", "truncated", "exits"):
         code, err, out = outcomes[fn]
         assert code == 3, err
         crash = list(out.glob("crash-*.txt"))
         assert len(crash) == 1 and str(crash[0]) in err
-        assert "Traceback" in crash[0].read_text() and fn in crash[0].read_text()
+        assert "Traceback" in crash[0].read_text() and f"in {fn}" in crash[0].read_text()
     assert outcomes["no_memory"][0] == 2 and "out of memory" in outcomes["no_memory"][1]
     assert outcomes["disk_full"][0] == 2 and "disk is full" in outcomes["disk_full"][1]
     assert "/data/big.bin" in outcomes["disk_full"][1]
