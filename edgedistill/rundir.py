@@ -53,8 +53,9 @@ def _acquire(lock: Path) -> None:
                 pid = int(pid_s)
             except (OSError, ValueError):
                 pid, host = -1, ""
-            if pid > 0 and host == socket.gethostname() and not _alive(pid):
-                lock.unlink(missing_ok=True)  # its run died (kill -9, power loss): take the folder over
+            if pid > 0 and host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+                # its run died (kill -9, power loss; or its pid is ours now, reused): take the folder over
+                lock.unlink(missing_ok=True)
                 continue
             who = f"pid {pid} on {host}" if pid > 0 else "another process"
             raise UserError(f"another edgedistill run ({who}) is using this run folder", where=str(lock.parent),
