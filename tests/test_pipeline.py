@@ -33,11 +33,13 @@ def test_deployed_metric_is_measured_on_the_shipped_file(fast_run, fast_report):
     # re-measure the bundle's file independently: the report must hold exactly that number
     assert deployed["metric"] == evaluate_onnx(fast_run / deployed["path"], data.test)
     assert deployed["metric"] >= 0.9
-    # the file is int8: QDQ nodes are present
+    # the shipped file is the one the keep policy chose (`keep: fastest`: int8 only where it measured faster)
     import onnx
 
+    keep = next(s for s in fast_report["stages"] if s["kind"] == "quantize")["details"]["keep"]
     ops = {n.op_type for n in onnx.load(str(fast_run / deployed["path"])).graph.node}
-    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert keep["policy"] == "fastest" and keep["shipped"] in ("int8", "float")
+    assert ("QuantizeLinear" in ops and "DequantizeLinear" in ops) == (keep["shipped"] == "int8")
 
 
 def test_resume_skips_finished_stages(fast_run, fast_report, tmp_path):

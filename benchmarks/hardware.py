@@ -1,0 +1,88 @@
+"""Distance from the hardware limit: a model's multiply-accumulates counted from its ONNX graph, and this
+CPU's int8 and fp32 GEMM peak measured with one large MatMulInteger / MatMul in ONNX Runtime.
+
+A model's achieved operations per second (2 × MACs × batch / latency) over the measured peak says how much
+of the machine a deployed file uses: small models on small inputs sit far below it (per-call overhead and
+memory traffic dominate), which is why compression pays less there than MAC counts suggest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_CONVS = {"Conv", "ConvInteger", "QLinearConv"}
+_GEMMS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
+
+
+def count_macs(path: str | Path, batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass at `batch`, from Conv/Gemm/MatMul shapes (shape inference on a
+    copy whose dynamic dimensions are fixed: first to `batch`, others to 1)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for i, d in enumerate(dims):
+            if not d.HasField("dim_value"):
+                d.dim_value = batch if i == 0 else 1
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes: dict[str, list[int]] = {i.name: list(i.dims) for i in model.graph.initializer}
+    for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    macs = 0
+    for n in model.graph.node:
+        if n.op_type in _CONVS:
+            w = shapes.get(n.input[3] if n.op_type == "QLinearConv" else n.input[1])
+            out = shapes.get(n.output[0])
+            if w and out:
+                macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif n.op_type in _GEMMS:
+            a = shapes.get(n.input[0])
+            out = shapes.get(n.output[0])
+            if a and out:
+                trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+                k = a[-2] if trans_a else a[-1]
+                macs += int(np.prod(out)) * int(k)
+    return macs
+
+
+def gemm_models(folder: Path, size: int = 1024) -> dict[str, Path]:
+    """Two one-node models: u8×s8→i32 MatMulInteger and fp32 MatMul, A [size, size] as input, B a constant."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, a_type, op, b in (
+        ("gemm_int8", TensorProto.UINT8, "MatMulInteger", rng.integers(-127, 128, (size, size), dtype=np.int8)),
+        ("gemm_fp32", TensorProto.FLOAT, "MatMul", rng.standard_normal((size, size)).astype(np.float32)),
+    ):
+        y_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+        graph = helper.make_graph(
+            [helper.make_node(op, ["A", "B"], ["Y"])], name,
+            [helper.make_tensor_value_info("A", a_type, [size, size])],
+            [helper.make_tensor_value_info("Y", y_type, [size, size])],
+            [numpy_helper.from_array(b, "B")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        path = folder / f"{name}_{size}.onnx"
+        onnx.save(model, str(path))
+        out[name] = path
+    return out
+
+
+def gemm_peak(target, folder: Path, *, size: int = 1024, runs: int = 20) -> dict[str, dict[str, float]]:
+    """Operations per second of the two GEMMs on one thread, timed interleaved in one profiler call.
+
+    The peak is taken from the fastest run (load on a shared machine only ever adds time); p50 is kept too."""
+    from edgedistill.profile import profile_models
+
+    stats = profile_models(gemm_models(folder, size), target, batch=size, threads=1, runs=runs,
+                           warmup=3, burst=5, op_profile_runs=0)
+    ops = 2.0 * size**3
+    return {name: {"size": size, "min_ms": s["min_ms"], "p50_ms": s["p50_ms"],
+                   "peak_ops_per_s": ops / (s["min_ms"] / 1e3), "p50_ops_per_s": ops / (s["p50_ms"] / 1e3)}
+            for name, s in stats.items()}

@@ -1,0 +1,134 @@
+"""Does the whole pipeline beat what a user would ship instead? One command per workload, every row a real
+run of the toolchain (or of the tool a user would pick instead), every latency measured in one run.
+
+    python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
+    python benchmarks/run.py text [--quick]       # STS-B dev, MiniLM teacher (see benchmarks/text.py)
+
+Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
+and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
+memory) and <workload>.md beside it. The ONNX files measured stay in the work folder (default
+~/.cache/edgedistill/bench/<workload>, outside git); the JSON records their paths so anyone can re-time
+them. `--quick` shrinks every model and epoch count: it only keeps the script working (a slow test runs it
+in CI); its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+def measure_rows(files: dict[str, Path], metrics: dict[str, float], feeds: dict[int, dict], *, runs: int,
+                 target_name: str = "x86_vnni", base: str = "teacher_fp32", batches: tuple[int, ...] = (1, 32),
+                 macs: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """One row per file: metric, size, p50/p90 per batch (all files timed interleaved in one call per batch,
+    one thread), ratios to `base` (p50 over p50, and the burst-minimum interleaved ratio), peak memory."""
+    from edgedistill.profile import profile_models
+    from edgedistill.profile.compare import interleaved_ratio
+    from edgedistill.target import load_target
+
+    target = load_target(target_name)
+    rows = {name: {"name": name, "onnx": str(path), "metric": metrics[name],
+                   "size_mb": round(_size_mb(path), 4)} for name, path in files.items()}
+    for b in batches:
+        stats = profile_models(files, target, batch=b, threads=1, runs=runs, warmup=max(3, runs // 10), burst=10,
+                               feed=feeds[b], op_profile_runs=0)
+        for name, s in stats.items():
+            row = rows[name]
+            row[f"p50_ms_b{b}"] = round(s["p50_ms"], 5)
+            row[f"p90_ms_b{b}"] = round(s["p90_ms"], 5)
+            row[f"ratio_b{b}"] = round(s["p50_ms"] / stats[base]["p50_ms"], 4)
+            row[f"ratio_b{b}_interleaved"] = round(
+                interleaved_ratio(stats[base]["samples_ms"], s["samples_ms"], 10)["ratio"], 4)
+            row[f"peak_rss_mb_b{b}"] = round(s["peak_rss_mb"], 1) if s.get("peak_rss_mb") is not None else None
+            row["threads"] = s["threads"]
+            row["cpu"] = s["cpu"]
+    for name, row in rows.items():
+        if macs and name in macs:
+            row["macs_b1"] = macs[name]
+    return list(rows.values())
+
+
+def _size_mb(path: Path) -> float:
+    data = path.with_name(path.name + ".data")
+    return (path.stat().st_size + (data.stat().st_size if data.exists() else 0)) / 1e6
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables a README section shows, from the JSON alone."""
+    metric = result["metric_name"]
+    lines = [f"### {result['workload']}: {result['title']}", "",
+             f"`{result['command']}` — {result['when']}, {result['cpu']}, one thread; ratios are to "
+             f"`{result['rows'][0]['name']}` in the same run (p50 over p50).", "",
+             f"| row | {metric} | size MB | p50 ms b1 | p90 ms b1 | × teacher b1 | p50 ms b32 | p90 ms b32 | "
+             "× teacher b32 | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['name']} | {r['metric']:.4f} | {r['size_mb']:.3f} | {r['p50_ms_b1']:.3f} | "
+                     f"{r['p90_ms_b1']:.3f} | {r['ratio_b1']:.3f} | {r['p50_ms_b32']:.3f} | {r['p90_ms_b32']:.3f} | "
+                     f"{r['ratio_b32']:.3f} | {r.get('peak_rss_mb_b1') or 0:.0f} |")
+    for title, key in (("Targets", "targets"), ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost")):
+        if result.get(key):
+            lines += ["", f"**{title}**", "", *_bullets(result[key])]
+    return "\n".join(lines) + "\n"
+
+
+def _bullets(section: Any) -> list[str]:
+    if isinstance(section, list):
+        return [f"- {item}" for item in section]
+    return [f"- {k}: {v}" for k, v in section.items()]
+
+
+def write_result(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    from edgedistill.io import write_json, write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = result["workload"] + ("_quick" if result.get("quick") else "")
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    write_json(js, result)
+    write_text(md, markdown(result))
+    return js, md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workload", choices=["vision", "text"])
+    ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
+    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
+    ap.add_argument("--work", type=Path, default=None, help="run folders, ONNX files and the teacher cache")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per model and batch size")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedistill" / "bench"
+    work = (args.work or cache / args.workload).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if args.workload == "vision":
+        import vision
+
+        result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs)
+    else:
+        import text
+
+        result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs)
+    result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
+                  command=" ".join(["python benchmarks/run.py", args.workload, *(["--quick"] if args.quick else [])]),
+                  when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
+    js, md = write_result(result, args.out)
+    print(md.read_text())
+    print(f"wrote {js} and {md}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
