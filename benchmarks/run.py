@@ -2,7 +2,8 @@
 run of the toolchain (or of the tool a user would pick instead), every latency measured in one run.
 
     python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
-    python benchmarks/run.py text [--quick]       # STS-B dev, MiniLM teacher (see benchmarks/text.py)
+
+(The text workload, STS-B with a MiniLM teacher, waits for the distilled sentence-encoder student.)
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
 and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
@@ -100,12 +101,14 @@ def write_result(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["vision", "text"])
+    ap.add_argument("workload", choices=["vision"])
     ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
     ap.add_argument("--work", type=Path, default=None, help="run folders, ONNX files and the teacher cache")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per model and batch size")
+    ap.add_argument("--reuse-run", action="store_true",
+                    help="re-measure the files of the last finished pipeline run instead of running it again")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
@@ -113,14 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or cache / args.workload).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    if args.workload == "vision":
-        import vision
+    import vision
 
-        result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs)
-    else:
-        import text
-
-        result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs)
+    result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs, reuse_run=args.reuse_run)
     result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *(["--quick"] if args.quick else [])]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())

@@ -79,7 +79,18 @@ def ort_static_ptq(fp32: Path, out: Path, calib_x) -> Path:
     return out
 
 
-def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None) -> dict[str, Any]:
+def _compress(run_dir: Path, overrides: list[str]) -> None:
+    """The pipeline row: `edgedistill compress` on the recipe, as a user runs it (a fresh run folder)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", str(RECIPE), "--out", str(run_dir),
+           *_sets(overrides)]
+    print("running:", " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode not in (0, 1):  # 1: a gate failed, the run and its report are complete
+        raise SystemExit(f"edgedistill compress failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run: bool = False) -> dict[str, Any]:
     import hardware
     import numpy as np
     from edgedistill.calibration import select_samples
@@ -102,13 +113,10 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None) -> dict[st
     teacher_ckpt = cached_teacher(recipe, data, data_dir, work)
 
     run_dir = work / ("pipeline_quick" if quick else "pipeline")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", str(RECIPE), "--out", str(run_dir),
-           *_sets([*overrides, f"teacher.checkpoint={teacher_ckpt}", "teacher.train=null"])]
-    print("running:", " ".join(cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):  # 1: a gate failed, the run and its report are complete
-        raise SystemExit(f"edgedistill compress failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    if reuse_run and (run_dir / "report.json").exists():
+        print(f"reusing the finished run in {run_dir} (--reuse-run)", file=sys.stderr)
+    else:
+        _compress(run_dir, [*overrides, f"teacher.checkpoint={teacher_ckpt}", "teacher.train=null"])
     report = json.loads((run_dir / "report.json").read_text())
 
     files_dir = work / ("files_quick" if quick else "files")
@@ -199,10 +207,13 @@ def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> 
 def _cost(report: dict, quick: bool, data_dir: Path) -> list[str]:
     lines = [f"stage {s['index']} {s['kind']}: {s['seconds']:.1f} s" for s in report["stages"]]
     lines.append(f"whole compress run: {report.get('total_seconds', 0):.1f} s (teacher loaded from the cache)")
+    if quick:
+        lines.append("KD epoch timing: not measured with --quick (python benchmarks/bench_distill.py measures it)")
+        return lines
     try:
         import bench_distill
 
-        kd = bench_distill.measure(rounds=1 if quick else 3, threads=1, teacher_epochs=1, data=data_dir)
+        kd = bench_distill.measure(rounds=3, threads=1, teacher_epochs=1, data=data_dir)
         lines.append(f"KD epoch with the teacher cache: {kd['kd_cache']:.2f}× plain training; teacher live: "
                      f"{kd['kd_live']:.2f}× (bench_distill, median of per-round ratios)")
     except Exception as exc:  # the cost table is secondary; say why it is missing

@@ -67,6 +67,7 @@ def test_pt2e_file_computes_what_the_converted_model_computes(digits, tmp_path):
     # weights are stored as int8 integers (the file is smaller than float, not a float copy plus Q nodes)
     weights, zero_points = _weights_and_zero_points(path)
     assert weights and all(w.dtype == np.int8 for w in weights)
+    assert not any(n.metadata_props for n in onnx.load(str(path)).graph.node)  # no exporter debug payload
     assert zero_points and all(z.dtype == np.uint8 for z in zero_points)  # u8 activations on x86_vnni
     # the trained weights go back into the student's own layers (BN folded into an exact identity)
     back = float_weights_back(student, prepared)

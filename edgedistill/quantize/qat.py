@@ -229,7 +229,8 @@ def export_converted(converted: nn.Module, path: Path, input_shape: tuple[int, .
 
 
 def fold_weight_quantizers(path: Path) -> Path:
-    """Store weights as int8 initializers read by DequantizeLinear, instead of float + QuantizeLinear.
+    """Store weights as int8 initializers read by DequantizeLinear, instead of float + QuantizeLinear, and
+    drop the exporter's per-node debug metadata (it made a small QAT file 7× larger than the float one).
 
     The exporter writes float weights followed by QuantizeLinear, so the QAT file would be *larger* than the
     float one; ORT's own quantizer stores the integers. Computed exactly as QuantizeLinear defines it
@@ -263,6 +264,8 @@ def fold_weight_quantizers(path: Path) -> Path:
         drop.append(n)
     for n in drop:
         graph.node.remove(n)
+    for n in graph.node:  # the dynamo exporter's per-node provenance (fx node, scopes) outweighs a small model
+        del n.metadata_props[:]
     still_used = {i for n in graph.node for i in n.input}
     for init in list(graph.initializer):
         if init.name not in still_used:
