@@ -330,6 +330,37 @@ def test_fuzzed_inputs_never_crash(tmp_path, tiny_onnx, monkeypatch):
         (run / "report.json").write_text(json.dumps(doc))
         fuzz.run("report", ["check", str(run / "report.json"), "--baseline", str(run / "base.json")], json.dumps(doc))
 
+    import shutil
+
+    from edgedistill.report.bundle import write_bundle
+
+    meta = {"task": "classification", "input_shape": [1, 8, 8], "num_classes": 10,
+            "class_labels": [str(k) for k in range(10)], "preprocessing": {}}
+    pristine = write_bundle(folder / "pristine", tiny_onnx, dataset_meta=meta, report=base_report("0" * 64),
+                            targets=[])
+    for i in range(30):  # bundles through `verify`
+        bundle = folder / f"bundle{i}"
+        shutil.copytree(pristine, bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        op = rng.choice(["manifest", "manifest", "flip", "extra", "delete", "garbage"])
+        if op == "manifest":
+            for _ in range(rng.randint(1, 3)):
+                manifest = mutate_doc(rng, manifest)
+            (bundle / "manifest.json").write_text(json.dumps(manifest))
+        elif op == "flip":
+            f = rng.choice(sorted(p for p in bundle.rglob("*") if p.is_file()))
+            raw = bytearray(f.read_bytes())
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            f.write_bytes(bytes(raw))
+        elif op == "extra":
+            (bundle / rng.choice(["x.py", "usage/y.sh", ".z"])).write_text("echo hi\n")
+        elif op == "delete":
+            rng.choice(sorted(p for p in bundle.rglob("*") if p.is_file())).unlink()
+        else:
+            (bundle / "manifest.json").write_bytes(rng.choice([b"", b"\xff\xfe{", b"[]", b"{\"files\": 3}", b"null"]))
+        fuzz.run("bundle", ["verify", str(bundle)], f"{op}: {(bundle / 'manifest.json').read_bytes()[:300]!r}"
+                 if (bundle / "manifest.json").exists() else op)
+
     fuzz.report()
 
 
