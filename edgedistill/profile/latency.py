@@ -47,12 +47,15 @@ def profile_models(
     time_budget_s: float | None = None,
     op_profile_runs: int = 20,
     sequence: int | None = None,
+    model_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Time each model `runs` times (after `warmup`), interleaving bursts of `burst` runs across the models.
 
     Returns {name: {p50_ms, p90_ms, p99_ms, mean_ms, std_ms, min_ms, cv, throughput_per_s, batch, threads,
     runs, samples_ms, peak_rss_mb, session_rss_mb, ops, host, target, ...}}. A target this machine cannot
-    run raises UserError with the reason: callers check `availability` first and record the skip."""
+    run raises UserError with the reason: callers check `availability` first and record the skip.
+    `model_options` sets ONNX Runtime session options per model ({name: {"session_config": {key: value},
+    "graph_optimization_level": "ORT_ENABLE_ALL"}}), so one file can be timed under several options."""
     if runs < 1:
         raise UserError("runs must be at least 1", where="--runs", fix="pass --runs 100 or more")
     files = {}
@@ -67,6 +70,8 @@ def profile_models(
                         fix="pick a target that `edgedistill doctor` lists as usable, or set ssh_host in the target")
     config = probe_config(target, batch=batch, threads=threads, runs=runs, warmup=warmup, burst=burst,
                           time_budget_s=time_budget_s, op_profile_runs=op_profile_runs, sequence=sequence)
+    if model_options:
+        config["model_options"] = {n: dict(o) for n, o in model_options.items()}
     with tempfile.TemporaryDirectory(prefix="edgedistill-feed-") as tmp:
         if feed:
             np.savez(Path(tmp) / "feed.npz", **{k: np.asarray(v) for k, v in feed.items()})

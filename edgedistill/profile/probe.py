@@ -136,6 +136,11 @@ def ort_session(path: str, cfg: dict, profile_prefix: str | None = None):
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
+    level = cfg.get("graph_optimization_level")
+    if level:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    for key, value in (cfg.get("session_config") or {}).items():  # e.g. optimization.disable_specified_optimizers
+        opts.add_session_config_entry(str(key), str(value))
     poptions = cfg.get("provider_options") or {}
     providers = [(p, poptions.get(p, {})) for p in cfg.get("providers") or ["CPUExecutionProvider"]]
     return ort.InferenceSession(path, sess_options=opts, providers=providers)
@@ -420,8 +425,9 @@ def coordinate(config: dict, on_burst=None) -> dict:
     budget = config.get("time_budget_s")
     workers: dict[str, Worker] = {}
     try:
+        per_model = config.get("model_options") or {}  # {name: {session_config: ..., ...}}: same target, other options
         for name, path in models.items():
-            workers[name] = Worker(name, path, cfg)
+            workers[name] = Worker(name, path, {**cfg, **per_model.get(name, {})})
         for w in workers.values():
             if warmup:
                 w.ask({"cmd": "run", "n": warmup})

