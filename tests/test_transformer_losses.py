@@ -79,11 +79,11 @@ def test_attention_and_value_relation_transfer_match_minilm():
     valid = [0, 1, 2]
     s_q, s_k, s_v, t_q, t_k, t_v = (torch.randn(1, L, 8) for _ in range(6))
     want_att = sum(_kl_naive(_softmax_rows(tq, tk, valid), _softmax_rows(sq, sk, valid), valid)
-                   for sq, sk, tq, tk in zip(_heads(s_q[0], h), _heads(s_k[0], h), _heads(t_q[0], h), _heads(t_k[0], h))) / h
+                   for sq, sk, tq, tk in zip(_heads(s_q[0], h), _heads(s_k[0], h), _heads(t_q[0], h), _heads(t_k[0], h), strict=False)) / h
     got = tl.attention_kl(s_q, s_k, t_q, t_k, heads=h, mask=mask)
     assert got.item() == pytest.approx(want_att, rel=1e-4)
     want_vr = sum(_kl_naive(_softmax_rows(tv, tv, valid), _softmax_rows(sv, sv, valid), valid)
-                  for sv, tv in zip(_heads(s_v[0], h), _heads(t_v[0], h))) / h
+                  for sv, tv in zip(_heads(s_v[0], h), _heads(t_v[0], h), strict=False)) / h
     assert tl.value_relation_kl(s_v, t_v, heads=h, mask=mask).item() == pytest.approx(want_vr, rel=1e-4)
     assert tl.attention_kl(t_q, t_k, t_q, t_k, heads=h, mask=mask).abs() < 1e-6  # identical maps: zero
     with pytest.raises(UserError, match="head counts"):
@@ -97,7 +97,7 @@ def test_minilmv2_relations_work_across_widths_and_head_counts():
     valid = list(range(L))
     want = 0.0
     for a in range(3):  # q-q, k-k, v-v
-        for sx, tx in zip(_heads(s[a][0].detach(), R), _heads(t[a][0], R)):
+        for sx, tx in zip(_heads(s[a][0].detach(), R), _heads(t[a][0], R), strict=False):
             want += _kl_naive(_softmax_rows(tx, tx, valid), _softmax_rows(sx, sx, valid), valid) / R
     got = tl.minilmv2_relations(s, t, relation_heads=R)
     assert got.item() == pytest.approx(want, rel=1e-4)
