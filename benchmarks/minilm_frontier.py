@@ -48,20 +48,9 @@ def read_stsb(path: Path) -> list[tuple[float, str, str]]:
 
 def embedder(encoder):
     """encoder → (input_ids, attention_mask) ↦ L2-normalised mean-pooled embedding (what the app receives)."""
-    import torch
-    import torch.nn.functional as F
+    from edgedistill.models.pooling import SentenceEncoder
 
-    class Embedder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids, attention_mask):
-            h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
-
-    return Embedder()
+    return SentenceEncoder(encoder)
 
 
 def encode_torch(model, tok, texts, max_length: int, batch: int = 64):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 ort = pytest.importorskip("onnxruntime")
@@ -14,6 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 from edgedistill.distill import transformer_losses as tl  # noqa: E402
 from edgedistill.distill.features import Recorder  # noqa: E402
 from edgedistill.models import hf_derive  # noqa: E402
+from edgedistill.models.pooling import SentenceEncoder, mean_pool_normalize  # noqa: E402
 
 VOCAB, HEADS = 96, 4
 HEAD = torch.randn(32, 5, generator=torch.Generator().manual_seed(3)) * 10
@@ -27,17 +27,7 @@ def tiny_bert(layers: int = 4, seed: int = 0):
     return transformers.BertModel(cfg).eval()
 
 
-class Embedder(torch.nn.Module):
-    """Mean pooling over the mask + L2 normalisation, inside the exported graph."""
-
-    def __init__(self, encoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids, attention_mask):
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+Embedder = SentenceEncoder  # mean pooling over the mask + L2 normalisation, inside the exported graph
 
 
 def batch(seed: int, n: int = 8, length: int = 12):
@@ -64,10 +54,8 @@ def loss_fn(name: str, student, teacher, proj):
         with torch.no_grad():
             t_out = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         s_rec.remove(), t_rec.remove()
-        pool = Embedder(torch.nn.Identity())
-        s_emb = F.normalize((s_out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
-        t_emb = F.normalize((t_out.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
-        del pool
+        s_emb = mean_pool_normalize(s_out.last_hidden_state, mask)
+        t_emb = mean_pool_normalize(t_out.last_hidden_state, mask)
         sq, sk, sv = qkv(s_rec, s_names)
         tq, tk, tv = qkv(t_rec, t_names)
         return {

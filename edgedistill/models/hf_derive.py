@@ -5,7 +5,7 @@ TinyBERT and the all-MiniLM family itself are built this way), so each operation
 and copies what stays:
 
 - `keep_layers`: a subset of the encoder layers (the first N, every other one ending at the top, or an
-  explicit list). Which layers matter: on all-MiniLM-L6-v2 keeping layers 1, 3, 5 distils to a far better
+  explicit list), through `derive.keep_layers` (the `hf_derived` builder's copy). Which layers matter: on all-MiniLM-L6-v2 keeping layers 1, 3, 5 distils to a far better
   student than 0, 2, 4 (docs/text.md), hence "every other" ends at the top layer.
 - `narrow`: fewer FFN neurons and attention heads (the project's Torch-Pruning path, `prune_structured`,
   which keeps the residual width), and optionally a narrower hidden size (Torch-Pruning's dependency graph
@@ -64,17 +64,13 @@ def resolve_layers(spec: LayerSpec, n_layers: int) -> list[int]:
 
 
 def keep_layers(model: nn.Module, spec: LayerSpec) -> tuple[nn.Module, list[int]]:
-    """A deep copy of `model` with only the chosen encoder layers (weights copied); returns it and their indices."""
-    student = copy.deepcopy(model)
-    base = _bert(student)
-    layers = resolve_layers(spec, len(base.encoder.layer))
-    base.encoder.layer = nn.ModuleList([base.encoder.layer[i] for i in layers])
-    for new, layer in enumerate(base.encoder.layer):  # some attention classes cache their layer index
-        attn = getattr(layer.attention, "self", None)
-        if attn is not None and hasattr(attn, "layer_idx"):
-            attn.layer_idx = new
-    student.config.num_hidden_layers = len(layers)
-    return student, layers
+    """A deep copy of `model` with only the chosen layers (weights copied, `derive.keep_layers`); returns it and
+    the kept teacher indices."""
+    from .derive import keep_layers as keep
+    from .derive import layer_stack
+
+    layers = resolve_layers(spec, len(layer_stack(model)[1]))
+    return keep(model, layers), layers
 
 
 def narrow(model: nn.Module, *, intermediate_size: int | None = None, heads: int | None = None,
