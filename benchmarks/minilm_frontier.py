@@ -138,6 +138,25 @@ def spearman_onnx(path: Path, tok, dev, max_length: int = 128, batch: int = 64) 
     return float(spearmanr(cos, [g for g, _, _ in dev]).statistic)
 
 
+def slice_vocab(src: Path, kept: list[int], vocab: int, out: Path) -> Path:
+    """The same file with the word-embedding table reduced to the `kept` rows (the graph only Gathers from it)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgedistill.io import atomic_path
+
+    model = onnx.load(str(src))
+    tables = [t for t in model.graph.initializer if len(t.dims) == 2 and t.dims[0] == vocab]
+    if len(tables) != 1:
+        raise SystemExit(f"{src}: expected one {vocab}-row embedding table, found {len(tables)}")
+    table = tables[0]
+    table.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(table)[kept]), table.name))
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+    return out
+
+
 def quantize_variants(fp32: Path, folder: Path, int4_embeddings: bool) -> dict[str, Path]:
     """int8 (dynamic, per-channel, embeddings included) and, optionally, int8 MatMuls + int4 embedding table."""
     from edgedistill.quantize.presets import get_preset
@@ -164,6 +183,8 @@ def main() -> int:
     ap.add_argument("--train-max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--runs", type=int, default=200, help="timed runs per file (interleaved bursts of 10)")
+    ap.add_argument("--keep-first", type=int, default=22000,
+                    help="vocabulary pruning also keeps the first N (most frequent) pieces; 0: only the corpus'")
     ap.add_argument("--train-only", action="store_true", help="train and quantize the students, measure nothing")
     ap.add_argument("--target", default=None, help="target for timing (default: the best this machine runs)")
     args = ap.parse_args()
@@ -181,7 +202,7 @@ def main() -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from edgedistill.io import file_size_mb, write_json
-    from edgedistill.models.hf_derive import keep_layers, narrow, prune_vocab
+    from edgedistill.models.hf_derive import keep_layers, kept_vocab, narrow, pruned_tokenizer
     from edgedistill.profile import interleaved_ratio, profile_models
     from edgedistill.quantize.presets import get_preset
     from edgedistill.quantize.ptq import preprocess, quantize_dynamic_int8
@@ -206,6 +227,8 @@ def main() -> int:
         np.save(cache, targets)
         print(f"teacher embeddings cached ({time.time() - t0:.0f}s)", flush=True)
 
+    kept = kept_vocab(tok, texts, keep_first=args.keep_first)
+    print(f"vocabulary: {len(kept)} of {len(tok)} pieces kept", flush=True)
     files: dict[str, Path] = {}
     results: dict[str, dict] = {}
     tdir = out / "teacher"
@@ -233,14 +256,13 @@ def main() -> int:
             secs = distill(model, tok, texts, targets, epochs=epochs, lr=lr, batch=args.batch,
                            max_length=args.train_max_length)
             export(model, folder / "fp32.onnx")
-            # vocabulary pruned to the corpus' pieces AFTER training (the table was frozen, so the kept rows are
-            # the teacher's): the same model on every text whose pieces were kept
-            _, vtok, kept = prune_vocab(student, tok, texts)
-            vtok.save_pretrained(str(folder / "tokenizer_vocab"))
-            export(model, folder / "vocab_fp32.onnx")
             write_json(folder / "train.json", {"spec": spec, "layers": layers, "seconds": round(secs, 1),
-                                              "epochs": epochs, "lr": lr, "kept_vocab": len(kept)})
-        vtok = AutoTokenizer.from_pretrained(str(folder / "tokenizer_vocab"))
+                                              "epochs": epochs, "lr": lr})
+        # vocabulary pruned AFTER training (the table was frozen, so kept rows are the teacher's): the corpus'
+        # pieces, specials, characters and the --keep-first most frequent pieces; the file's table is sliced
+        vtok = pruned_tokenizer(tok, kept)
+        vtok.save_pretrained(str(folder / "tokenizer_vocab"))
+        slice_vocab(folder / "fp32.onnx", kept, len(tok), folder / "vocab_fp32.onnx")
         for base, t in (("", tok), ("vocab_", vtok)):
             (folder / f"{base}q").mkdir(exist_ok=True)
             q = quantize_variants(folder / f"{base}fp32.onnx", folder / f"{base}q", int4_embeddings=True)
@@ -260,13 +282,18 @@ def main() -> int:
 
     # latency: every file (fp32 with default options; int8 with and without SkipLayerNormFusion), interleaved
     target = load_target(args.target) if args.target else default_target()
-    feed_enc = tok(" ".join(a for _, a, _ in dev[:40]), truncation=True, max_length=128, padding="max_length",
-                   return_tensors="np")
+    # one feed for every file: a real 128-token text, tokenized with the smallest vocabulary so its ids are valid
+    # in every embedding table (the time does not depend on which ids they are)
+    smallest = min(tokenizers.values(), key=lambda t: t.vocab_size)
+    feed_enc = smallest(" ".join(a for _, a, _ in dev[:40]), truncation=True, max_length=128, padding="max_length",
+                        return_tensors="np")
     feed = {"input_ids": feed_enc["input_ids"].astype(np.int64), "attention_mask": feed_enc["attention_mask"].astype(np.int64)}
     timed, options = {}, {}
-    for key, path in files.items():
-        timed[key] = path
-        if "int8" in key:
+    for key, path in files.items():  # fp32 teacher; int8 of the teacher and each student (full vocabulary, and
+        # the smallest file: pruned vocabulary + int4 table), each with default options and SkipLayerNormFusion off
+        if key == "teacher fp32" or (key.endswith(" int8") and "vocab" not in key) or key.endswith("vocab int8+emb4"):
+            timed[key] = path
+        if key in timed and "int8" in key:
             timed[key + " noSLN"] = path
             options[key + " noSLN"] = {"session_config": NO_SLN}
     stats = profile_models(timed, target, batch=1, threads=1, runs=args.runs, warmup=10, burst=10, feed=feed,

@@ -85,3 +85,11 @@ def test_vocab_pruning_keeps_kept_embeddings_and_tokenization(tokenizer, tmp_pat
     ids = torch.tensor([small("the cat")["input_ids"]])
     ref = tiny_bert(vocab=len(tokenizer))(torch.tensor([tokenizer("the cat")["input_ids"]])).last_hidden_state
     torch.testing.assert_close(model(ids).last_hidden_state, ref)  # same model on kept words
+
+
+def test_kept_vocab_can_add_the_most_frequent_pieces(tokenizer):
+    corpus_only = hf_derive.kept_vocab(tokenizer, ["the cat"])
+    with_first = hf_derive.kept_vocab(tokenizer, ["the cat"], keep_first=12)
+    assert set(range(12)) <= set(with_first) and set(corpus_only) < set(with_first)
+    assert hf_derive.kept_vocab(tokenizer, ["the cat"], keep_characters=False) == sorted(
+        {tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat")})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -158,9 +159,25 @@ def used_token_ids(tokenizer: Any, texts: Iterable[str], batch: int = 1024) -> s
     return used
 
 
+def kept_vocab(tokenizer: Any, texts: Iterable[str], *, keep_characters: bool = True, keep_first: int = 0,
+               extra_ids: Iterable[int] = ()) -> list[int]:
+    """Old ids to keep, sorted: what `texts` use, the special tokens, [UNK], every single-character piece, and
+    the first `keep_first` ids that are real pieces (BERT numbers its WordPiece vocabulary by frequency after
+    the character block, so this keeps the most common words a corpus happened not to use)."""
+    keep = used_token_ids(tokenizer, texts) | _special_ids(tokenizer) | set(extra_ids)
+    if keep_characters:
+        keep |= character_ids(tokenizer)
+    if tokenizer.unk_token_id is not None:
+        keep.add(tokenizer.unk_token_id)
+    if keep_first:
+        placeholder = re.compile(r"^\[unused\d+\]$")
+        keep |= {i for t, i in tokenizer.get_vocab().items() if i < keep_first and not placeholder.match(t)}
+    return sorted(keep)
+
+
 def prune_vocab(model: nn.Module, tokenizer: Any, texts: Iterable[str], *, keep_characters: bool = True,
-                extra_ids: Iterable[int] = ()) -> tuple[nn.Module, Any, list[int]]:
-    """Keep the word pieces that `texts` use (+ special tokens, + single characters), in place on `model`.
+                keep_first: int = 0, extra_ids: Iterable[int] = ()) -> tuple[nn.Module, Any, list[int]]:
+    """Keep the word pieces of `kept_vocab(...)` in `model`'s word-embedding table, in place.
 
     Returns (model, a new fast tokenizer over the kept list, kept old ids in new-id order). Kept rows of the
     word-embedding table are copied unchanged; the kept ids keep their relative order, so [PAD]=0 stays 0
@@ -168,13 +185,9 @@ def prune_vocab(model: nn.Module, tokenizer: Any, texts: Iterable[str], *, keep_
     if not getattr(tokenizer, "is_fast", False):
         raise UserError("vocabulary pruning needs a fast (tokenizers-backed) tokenizer", where="student.prune_vocab",
                         fix="load the tokenizer with use_fast=True")
-    keep = used_token_ids(tokenizer, texts) | _special_ids(tokenizer) | set(extra_ids)
-    if keep_characters:
-        keep |= character_ids(tokenizer)
-    if tokenizer.unk_token_id is not None:
-        keep.add(tokenizer.unk_token_id)
-    kept = sorted(keep)
-    new_tok = _rebuild_tokenizer(tokenizer, kept)
+    kept = kept_vocab(tokenizer, texts, keep_characters=keep_characters, keep_first=keep_first, extra_ids=extra_ids)
+    keep = set(kept)
+    new_tok = pruned_tokenizer(tokenizer, kept)
     base = _bert(model)
     old = base.embeddings.word_embeddings
     emb = nn.Embedding(len(kept), old.embedding_dim, padding_idx=None)
@@ -189,7 +202,7 @@ def prune_vocab(model: nn.Module, tokenizer: Any, texts: Iterable[str], *, keep_
     return model, new_tok, kept
 
 
-def _rebuild_tokenizer(tokenizer: Any, kept: list[int]) -> Any:
+def pruned_tokenizer(tokenizer: Any, kept: list[int]) -> Any:
     """The same tokenizer (normaliser, pre-tokenizer, template, padding) over the kept pieces, renumbered."""
     from tokenizers import Tokenizer
 
