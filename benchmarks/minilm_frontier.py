@@ -11,7 +11,7 @@ on the FILES: STS-B dev Spearman (cosine vs gold) through ONNX Runtime, file siz
 (`edgedistill.profile.profile_models`). int8 files are timed with ORT's default session options and with
 SkipLayerNormFusion disabled.
 
-    python benchmarks/minilm_frontier.py [--data ../shared/data/stsb] [--students L135,L25,L135n] [--epochs 2]
+    python benchmarks/minilm_frontier.py [--data ../shared/data/stsb] [--students L25,L25x,L135h] [--keep-first 22000]
 
 Trained students are cached in --out (delete a student's folder to retrain it).
 """
@@ -25,14 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name -> derivation (kept teacher layers, optional narrowing)
+# name -> derivation (kept teacher layers, optional narrowing) and its distillation schedule
 STUDENTS = {
-    "L135": {"layers": [1, 3, 5]},
-    "L25": {"layers": [2, 5]},
-    "L35": {"layers": [3, 5]},
-    "L135n": {"layers": [1, 3, 5], "intermediate_size": 768},
-    "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6, "lr": 2e-4},
-    "L25x": {"layers": [2, 5], "lr": 2e-4, "epochs": 2},
+    "L25": {"layers": [2, 5], "epochs": 1, "lr": 1e-4},
+    "L25x": {"layers": [2, 5], "epochs": 2, "lr": 2e-4},
+    "L135": {"layers": [1, 3, 5], "epochs": 2, "lr": 2e-4},
+    "L135n": {"layers": [1, 3, 5], "intermediate_size": 768, "epochs": 2, "lr": 2e-4},
+    "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6, "epochs": 2, "lr": 2e-4},
 }
 NO_SLN = {"optimization.disable_specified_optimizers": "SkipLayerNormFusion"}
 
@@ -176,9 +175,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "stsb"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "minilm_frontier"))
-    ap.add_argument("--students", default="L135,L25,L135n")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--students", default="L25,L25x,L135h")
+    ap.add_argument("--epochs", type=int, default=2, help="for students whose entry sets none")
+    ap.add_argument("--lr", type=float, default=2e-4, help="for students whose entry sets none")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-max-length", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
