@@ -184,6 +184,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200, help="timed runs per file (interleaved bursts of 10)")
     ap.add_argument("--keep-first", type=int, default=22000,
                     help="vocabulary pruning also keeps the first N (most frequent) pieces; 0: only the corpus'")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="re-time only the teacher's fp32 and int8 files and each student's smallest file (fewer "
+                         "workers: tighter ratios on a loaded machine); Spearman is not recomputed")
     ap.add_argument("--train-only", action="store_true", help="train and quantize the students, measure nothing")
     ap.add_argument("--target", default=None, help="target for timing (default: the best this machine runs)")
     args = ap.parse_args()
@@ -275,6 +278,9 @@ def main() -> int:
     if args.train_only:
         return 0
     for key, path in files.items():
+        if args.latency_only:
+            results[key] = {"spearman": float("nan"), "size_mb": round(file_size_mb(path), 2)}
+            continue
         results[key] = {"spearman": round(spearman_onnx(path, tokenizers[key], dev), 4),
                         "size_mb": round(file_size_mb(path), 2), "file": str(path.relative_to(out))}
         print(f"{key:32s} spearman {results[key]['spearman']:.4f}  {results[key]['size_mb']:7.2f} MB", flush=True)
@@ -288,11 +294,13 @@ def main() -> int:
                         return_tensors="np")
     feed = {"input_ids": feed_enc["input_ids"].astype(np.int64), "attention_mask": feed_enc["attention_mask"].astype(np.int64)}
     timed, options = {}, {}
-    for key, path in files.items():  # fp32 teacher; int8 of the teacher and each student (full vocabulary, and
-        # the smallest file: pruned vocabulary + int4 table), each with default options and SkipLayerNormFusion off
-        if key == "teacher fp32" or (key.endswith(" int8") and "vocab" not in key) or key.endswith("vocab int8+emb4"):
+    for key, path in files.items():  # fp32 teacher; int8 of the teacher and each student (full vocabulary), and
+        # the smallest files (pruned vocabulary + int4 table), with default options and SkipLayerNormFusion off
+        smallest = key.endswith("vocab int8+emb4")
+        full_int8 = key.endswith(" int8") and "vocab" not in key
+        if key == "teacher fp32" or (not args.latency_only and (full_int8 or smallest)):
             timed[key] = path
-        if key in timed and "int8" in key:
+        if (full_int8 or smallest) and (not args.latency_only or smallest or key == "teacher int8"):
             timed[key + " noSLN"] = path
             options[key + " noSLN"] = {"session_config": NO_SLN}
     stats = profile_models(timed, target, batch=1, threads=1, runs=args.runs, warmup=10, burst=10, feed=feed,
@@ -309,8 +317,8 @@ def main() -> int:
     for key, row in results.items():
         print(f"{key:38s} {row['spearman']:8.4f} {row.get('latency_ratio', float('nan')):7.3f} "
               f"{row.get('p50_ms', float('nan')):8.2f} {row['size_mb']:7.2f}")
-    write_json(out / "frontier.json", {"args": vars(args), "target": target.name, "host": base["host"],
-                                       "results": results})
+    write_json(out / ("latency.json" if args.latency_only else "frontier.json"),
+               {"args": vars(args), "target": target.name, "host": base["host"], "results": results})
     return 0
 
 
