@@ -32,28 +32,30 @@ def measure(rounds: int = 7, threads: int = 1, teacher_epochs: int = 1, data: Pa
     from edgedistill.distill.cache import CacheConfig, load_or_build
     from edgedistill.distill.kd import train_student
     from edgedistill.distill.stage import DistillConfig
-    from edgedistill.distill.trainer import fit
     from edgedistill.models import build_model
     from edgedistill.state import RunContext
+    from edgedistill.tasks import build_task
+    from edgedistill.train import fit
 
     data_path = Path(data or ROOT.parent / "shared" / "data" / "mnist")
     if not data_path.exists():
         raise FileNotFoundError(f"MNIST not found at {data_path}")
     torch.set_num_threads(threads)
     data = load_dataset(DataConfig(name="mnist", path=str(data_path), batch_size=64))
+    task = build_task(None, data)
     teacher_spec = {"name": "cnn", "channels": [32, 64, 128], "hidden": 128}
     student_spec = {"name": "cnn", "channels": [16, 32]}
     torch.manual_seed(0)
     teacher = build_model(teacher_spec, data.input_shape, data.num_classes)
-    ce = lambda m, x, y, i: F.cross_entropy(m(x), y)  # noqa: E731
-    t_fit = fit(teacher, data.train, data.val, ce, TrainConfig(epochs=teacher_epochs, lr=3e-3), batch_size=64)
+    ce = lambda m, x, y, i: F.cross_entropy(m(x["input"]), y)  # noqa: E731
+    t_fit = fit(teacher, data.train, data.val, ce, TrainConfig(epochs=teacher_epochs, lr=3e-3), batch_size=64, task=task)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-distill-"))
     recipe = SimpleNamespace(config=SimpleNamespace(seed=0, data=SimpleNamespace(batch_size=64)))
-    ctx = RunContext(run_dir=tmp, stage_dir=tmp, data=data, recipe=recipe, index=1)
+    ctx = RunContext(run_dir=tmp, stage_dir=tmp, data=data, recipe=recipe, index=1, task=task)
     train1 = TrainConfig(epochs=1, lr=5e-3, schedule="constant")
 
     def kd_cfg(cached: bool) -> DistillConfig:
@@ -62,8 +64,8 @@ def measure(rounds: int = 7, threads: int = 1, teacher_epochs: int = 1, data: Pa
 
     # the one-time cost of building the cache, measured apart from the per-epoch numbers
     t0 = time.perf_counter()
-    _, info = load_or_build(teacher, data.train.x, CacheConfig(dir=str(tmp / "cache")), tmp / "cache",
-                            temperature=4.0, settings={"augment": {"shift": 0}, "epoch": None, "seed": None,
+    _, info = load_or_build(teacher, data.train.inputs, CacheConfig(dir=str(tmp / "cache")), tmp / "cache",
+                            task=task, temperature=4.0, settings={"augment": {"shift": 0}, "epoch": None, "seed": None,
                                                        "standardize": False}, seed=0)
     build_s = time.perf_counter() - t0
 
@@ -75,7 +77,7 @@ def measure(rounds: int = 7, threads: int = 1, teacher_epochs: int = 1, data: Pa
         for mode in modes[r % 3:] + modes[: r % 3]:
             model = students[mode]
             if mode == "plain":
-                res = fit(model, data.train, data.val, ce, train1, batch_size=64, seed=r)
+                res = fit(model, data.train, data.val, ce, train1, batch_size=64, seed=r, task=task)
                 times[mode].append(res.history[0]["seconds"])
                 calls[mode].append(0)
             else:

@@ -21,7 +21,6 @@ from edgedistill.calibration import select_samples
 
 from edgedistill.config import TrainConfig
 from edgedistill.data import DataConfig, load_dataset
-from edgedistill.distill.trainer import fit
 from edgedistill.evaluate import evaluate_onnx
 from edgedistill.export import export_onnx
 from edgedistill.io import file_size_mb
@@ -30,6 +29,8 @@ from edgedistill.profile import interleaved_ratio, profile_models
 from edgedistill.quantize.presets import PRESETS
 from edgedistill.quantize.ptq import convert_fp16, preprocess, quantize_dynamic_int8, quantize_static_qdq
 from edgedistill.target import default_target
+from edgedistill.tasks import build_task
+from edgedistill.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -72,13 +73,14 @@ def main() -> None:
             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, cfg in datasets:
         data = load_dataset(cfg)
+        task = build_task(None, data)
         for channels in ([16, 32], [64, 128]):
             torch.manual_seed(0)
             model = build_model({"name": "cnn", "channels": channels}, data.input_shape, data.num_classes)
-            fit(model, data.train, data.val, lambda m, x, y, i: F.cross_entropy(m(x), y),
-                TrainConfig(epochs=args.epochs), batch_size=64, label=f"{name} {channels}")
+            fit(model, data.train, data.val, lambda m, x, y, i: F.cross_entropy(m(x["input"]), y),
+                TrainConfig(epochs=args.epochs), batch_size=64, task=task, label=f"{name} {channels}")
             files = variants(model, data, work, f"{name}-{channels[0]}")
-            acc = {k: evaluate_onnx(p, data.test) for k, p in files.items()}
+            acc = {k: evaluate_onnx(p, data.test, task) for k, p in files.items()}
             for batch in args.batches:
                 stats = profile_models(files, target, batch=batch, runs=args.runs, warmup=args.warmup,
                                        feed={"input": data.test.x[:batch]}, op_profile_runs=0)

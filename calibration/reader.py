@@ -47,15 +47,21 @@ def select_samples(y: np.ndarray, count: int, how: str = "random", seed: int = 0
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
-    """Feeds ONNX Runtime's calibrators one batch at a time from an in-memory or memory-mapped array.
+    """Feeds ONNX Runtime's calibrators one batch at a time from in-memory or memory-mapped named arrays.
 
-    Only the current batch is materialised (a float32 copy of `batch_size` rows), so `x` may be an
-    `np.load(..., mmap_mode="r")` array far larger than RAM. `len()` counts batches; `set_range` limits the
+    `inputs` maps the model's input names to arrays (a bare array is the single input `input_name`);
+    `dtypes` gives each input's dtype in the file (default: float32), so int64 token ids pass through
+    untouched instead of being cast to float. Only the current batch is materialised, so the arrays may be
+    `np.load(..., mmap_mode="r")` arrays far larger than RAM. `len()` counts batches; `set_range` limits the
     next pass to batches [start, end), which is how calibration streams windows."""
 
-    def __init__(self, x: np.ndarray, indices: np.ndarray, input_name: str, batch_size: int = 32,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        self.x, self.indices, self.input_name, self.batch_size = x, np.asarray(indices), input_name, int(batch_size)
+    def __init__(self, inputs: dict[str, np.ndarray] | np.ndarray, indices: np.ndarray, input_name: str = "input",
+                 batch_size: int = 32, on_batch: Callable[[int], None] | None = None,
+                 dtypes: dict[str, np.dtype] | None = None) -> None:
+        if not isinstance(inputs, dict):
+            inputs = {input_name: inputs}
+        self.inputs, self.indices, self.batch_size = inputs, np.asarray(indices), int(batch_size)
+        self.dtypes = {k: np.dtype((dtypes or {}).get(k, np.float32)) for k in inputs}
         self._range = (0, len(self))
         self._it: Iterator[dict] | None = None
         self.batches_served = 0  # how many batches were handed out in total (for tests and logs)
@@ -71,7 +77,7 @@ class ArrayCalibrationReader(CalibrationDataReader):
             self.batches_served += 1
             if self.on_batch is not None:
                 self.on_batch(self.batches_served)
-            yield {self.input_name: np.ascontiguousarray(self.x[rows], dtype=np.float32)}
+            yield {k: np.ascontiguousarray(v[rows], dtype=self.dtypes[k]) for k, v in self.inputs.items()}
 
     def get_next(self) -> dict | None:
         if self._it is None:

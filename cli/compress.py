@@ -46,10 +46,16 @@ def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resu
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="override a recipe value")
 @import_option
 def validate(recipe_name: str, overrides: tuple[str, ...]) -> None:
-    """Check a recipe (schema, files, stage order, targets) without running it."""
+    """Check a recipe (schema, files, stage order, targets) and probe its models on one small batch of its data,
+    without training anything."""
+    from edgedistill.data import load_dataset
+    from edgedistill.models.probe import probe_recipe
     from edgedistill.recipe import load_recipe
+    from edgedistill.tasks import build_task
 
     recipe = load_recipe(recipe_name, list(overrides))
+    data = load_dataset(recipe.config.data)
+    probe_recipe(recipe, data, build_task(recipe.config.task, data))
     kinds = " → ".join(["teacher", *(s.kind for s in recipe.config.stages)])
     click.echo(f"{recipe.source}: ok ({kinds}; sha256 {recipe.sha256[:12]})")
 

@@ -22,7 +22,8 @@ def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
     """Score an exported ONNX file on a dataset by running it in ONNX Runtime."""
     from edgedistill.data import load_dataset, parse_data_spec
     from edgedistill.data.check import check_outputs
-    from edgedistill.evaluate import METRICS, onnx_predictor, score
+    from edgedistill.evaluate import onnx_predictor
+    from edgedistill.tasks import build_task
 
     path = Path(model)
     if not path.exists():
@@ -31,15 +32,17 @@ def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
     samples = data.split(split)
     if not len(samples):
         raise UserError(f"the {split} split is empty", where=f"--split {split}", fix="choose another split")
+    task = build_task(None, data)
     try:
-        predict = onnx_predictor(path)
-        width = predict(samples.x[:1]).shape[-1]
+        predict = onnx_predictor(path, output_names=task.output_names)
+        first = predict(task.feed(samples, slice(0, 1)))[task.output_names[0]]
     except Exception as exc:  # onnxruntime raises several types for unloadable or mismatched files
+        shapes = ", ".join(f"{k} {list(v)}" for k, v in data.input_shapes().items())
         raise UserError(f"cannot run the model on {data.name}: {str(exc).splitlines()[0][:300]}", where=str(path),
-                        fix=f"the model's input must accept {data.name} samples of shape {list(data.input_shape)}") from exc
-    check_outputs(int(width), data, str(path))
-    value = score(predict, samples, data.task)
-    name = METRICS[data.task][0]
+                        fix=f"the model's inputs must accept {data.name} samples ({shapes})") from exc
+    check_outputs(int(first.shape[-1]), data, str(path))
+    value = task.score(predict, samples)
+    name = task.metric.name
     if as_json:
         click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(samples),
                                "metric": {"name": name, "value": value}, "measured_on": "onnxruntime"}))

@@ -18,14 +18,16 @@ from typing import Any
 
 from .crash import set_run_dir
 from .data import Dataset, load_dataset
-from .distill.distributed import barrier, is_main_process, rank
 from .errors import UserError
 from .io import load_weights, save_weights, write_json, write_text
 from .models import build_model
+from .models.probe import probe_recipe
 from .recipe import Recipe
 from .rundir import claim
 from .stages import load_stages
 from .state import ModelState, RunContext, StageRecord
+from .tasks import Task, build_task
+from .train.distributed import barrier, is_main_process, rank
 
 
 @dataclass
@@ -80,9 +82,9 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
     return same
 
 
-def _restore(stage_dir: Path, data: Dataset):
+def _restore(stage_dir: Path, data: Dataset, task: Task):
     spec = json.loads((stage_dir / "spec.json").read_text())
-    model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"))
+    model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task)
     load_weights(model, stage_dir / "model.safetensors")
     saved = json.loads((stage_dir / "record.json").read_text())
     return model.eval(), spec, saved.get("onnx")
@@ -118,6 +120,8 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     write_json(run_dir / "recipe.resolved.json", {"sha256": recipe.sha256, "source": recipe.source,
                                                  "resolved": recipe.resolved()})
     data = load_dataset(cfg.data)
+    task = build_task(cfg.task, data)
+    probe_recipe(recipe, data, task)  # a model that cannot take this data fails now, not after training
     stages = load_stages()
     skipped: list[str] = []
     notes: list[str] = []
@@ -128,12 +132,12 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     tkey = recipe.stage_key(-1)
     record = _load_record(tdir, tkey) if resume else None
     if record is not None:
-        teacher, tspec, _ = _restore(tdir, data)
+        teacher, tspec, _ = _restore(tdir, data, task)
         skipped.append("0-teacher")
     else:
         inside = _prepare_stage_dir(tdir, tkey, keep=resume)
         tspec = dict(cfg.teacher.model)
-        teacher, record = prepare_teacher(cfg.teacher, data, seed=cfg.seed, batch_size=cfg.data.batch_size,
+        teacher, record = prepare_teacher(cfg.teacher, data, task, seed=cfg.seed, batch_size=cfg.data.batch_size,
                                           stage_dir=tdir, resume=inside)
         _save_stage(tdir, tkey, record, teacher, tspec, None, run_dir)
     teacher.eval()
@@ -148,14 +152,14 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         key = recipe.stage_key(i - 1)
         record = None if (rerun or not resume) else _load_record(sdir, key)
         if record is not None:
-            model, mspec, onnx_rel = _restore(sdir, data)
+            model, mspec, onnx_rel = _restore(sdir, data, task)
             state = ModelState(model, mspec, teacher, tspec, run_dir / onnx_rel if onnx_rel else None,
                                [*state.lineage, record])
             skipped.append(sdir.name)
             continue
         inside = _prepare_stage_dir(sdir, key, keep=resume and not rerun)
         rerun = True
-        ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=data, recipe=recipe, index=i, resume=inside)
+        ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=data, recipe=recipe, index=i, resume=inside, task=task)
         state = spec.run(state, stage_cfg, ctx)
         notes.extend(ctx.notes)
         _save_stage(sdir, key, state.lineage[-1], state.model, state.spec, state.onnx, run_dir)
@@ -166,6 +170,6 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         barrier()
         shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(main_dir, json.loads((main_dir / "report.json").read_text()), skipped, notes)
-    report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start)
+    report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start, task=task)
     barrier()
     return RunResult(run_dir, report, skipped, notes)

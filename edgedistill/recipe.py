@@ -62,13 +62,28 @@ def _stage_union() -> Any:
     return Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
 
 
+def _task_union() -> Any:
+    """The `task:` section: a union of the registered tasks' configs, told apart by `kind`."""
+    from .tasks import load_tasks
+
+    variants = [cls.Config for _, cls in sorted(load_tasks().items())]
+    if len(variants) == 1:
+        return variants[0]
+    return Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+
+
 def _recipe_model() -> type[BaseModel]:
+    from .tasks import TASKS
+
     return create_model(
         "Recipe",
         __base__=Strict,
         name=(str, Field(pattern=NAME_PATTERN, description="run name (letters, digits, . _ -); the run directory defaults to runs/<name>")),
         description=(str, Field("", description="one line shown by `edgedistill recipes`")),
         seed=(int, Field(0, ge=0, le=SEED_MAX, description="seeds data order, initialisation and sampling (0..2**32-1)")),
+        task=(_task_union(), Field(default_factory=lambda: TASKS["image_classification"].Config(),
+                                   description="what the model does (image_classification, ...): its inputs, "
+                                               "outputs, loss and metric; `task: NAME` or `task: {kind: NAME, ...}`")),
         data=(DataConfig, Field(description="the dataset")),
         teacher=(TeacherConfig, Field(description="the model to compress")),
         stages=(list[_stage_union()], Field(min_length=1, description="run in order; an export stage is appended if missing")),
@@ -82,10 +97,12 @@ def _recipe_model() -> type[BaseModel]:
 class Recipe:
     """A validated recipe: `.config` (the pydantic model), where it came from, and its hash."""
 
-    def __init__(self, config: BaseModel, source: str, raw_text: str) -> None:
+    def __init__(self, config: BaseModel, source: str, raw_text: str, where: Any = None) -> None:
         self.config = config
         self.source = source
         self.raw_text = raw_text
+        # where(("teacher", "model")) -> "recipe.yaml:12: teacher.model": checks after loading name lines too
+        self.where = where or (lambda loc: f"{source}: {'.'.join(str(p) for p in loc)}")
 
     @property
     def name(self) -> str:
@@ -102,6 +119,8 @@ class Recipe:
         """Content hash of everything stage `index` depends on: seed, data, teacher and stages up to it."""
         r = self.resolved()
         part = {"seed": r["seed"], "data": r["data"], "teacher": r["teacher"], "stages": r["stages"][: index + 1]}
+        if r["task"] != {"kind": "image_classification"}:  # the default keeps the keys of runs made before tasks
+            part["task"] = r["task"]
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -210,13 +229,17 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     model = _recipe_model()
     _check_numbers(raw, where)
     _check_stage_kinds(raw, where)
+    if "task" in raw:
+        from .tasks import normalize_task_section
+
+        raw["task"] = normalize_task_section(raw["task"], where(("task",)))
     if isinstance(raw.get("stages"), list) and raw["stages"] and raw["stages"][-1].get("kind") != "export":
         raw["stages"].append({"kind": "export"})  # every run ships a file; an implicit export uses the defaults
     try:
         config = model.model_validate(raw)
     except ValidationError as exc:
         raise _explain(exc, model, where) from None
-    recipe = Recipe(config, source, text)
+    recipe = Recipe(config, source, text, where)
     _check_semantics(recipe, where)
     return recipe
 

@@ -10,6 +10,7 @@ if TYPE_CHECKING:  # keep `import edgedistill.recipe` (and so the CLI's start-up
     from torch import nn
 
     from .data import Dataset
+    from .tasks import Task
 
 
 @dataclass
@@ -52,9 +53,17 @@ class RunContext:
     stage_dir: Path
     data: Dataset
     recipe: Any  # edgedistill.recipe.Recipe (not imported here to avoid a cycle)
+    task: Task | None = None  # what every stage asks for named inputs/outputs, loss, metric and examples
     index: int = 0
     resume: bool = False
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.task is None:  # library callers may omit it: the recipe's task (or the data's) on this data
+            from .tasks import build_task
+
+            cfg = getattr(getattr(self.recipe, "config", None), "task", None)
+            self.task = build_task(cfg, self.data)
 
     def log(self, message: str) -> None:
         """Messages for the summary; the CLI decides whether and where to print them."""

@@ -16,11 +16,12 @@ from edgedistill.distill.features import Recorder, check_layers, evenly_spaced
 from edgedistill.distill.schedules import TemperatureSchedule, TemperatureState, scheduled_temperature
 from edgedistill.distill.stage import run_distill
 from edgedistill.distill.strategies import interpolate_spec
-from edgedistill.distill.trainer import fit
 from edgedistill.errors import UserError
 from edgedistill.models import build_model
 from edgedistill.recipe import load_recipe
 from edgedistill.state import ModelState, RunContext
+from edgedistill.tasks.image_classification import image_task
+from edgedistill.train import fit
 
 SMALL = ["data.train_limit=200", "teacher.model={name: cnn, channels: [16, 32], hidden: 32}",
          "stages.0.student={name: cnn, channels: [8, 16]}", "stages.0.train.epochs=2"]
@@ -230,12 +231,13 @@ def test_nan_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(tmp_path)
     seen = []
 
     def loss(m, x, y, idx):
-        out = torch.nn.functional.cross_entropy(m(x), y)
+        out = torch.nn.functional.cross_entropy(m(x["input"]), y)
         return out * float("nan") if len(seen) > 6 else out
 
     ckpt = tmp_path / "state.pt"
     with pytest.raises(UserError) as err:
-        fit(model, _toy(), _toy(32), loss, TrainConfig(epochs=5), batch_size=16, label="stage 1 (distill)",
+        fit(model, _toy(), _toy(32), loss, TrainConfig(epochs=5), batch_size=16, task=image_task((1, 8, 8), 3),
+            label="stage 1 (distill)",
             checkpoint=ckpt, on_step=lambda e, s, t: seen.append((e, s, t)))
     assert "stage 1 (distill) at epoch 2, step 3" in err.value.message and str(ckpt) in err.value.message
     assert torch.load(ckpt, weights_only=True)["epoch"] == 0  # epoch 1 was saved, epoch 2 never finished
@@ -244,8 +246,8 @@ def test_nan_loss_names_stage_epoch_step_and_keeps_the_last_checkpoint(tmp_path)
 
 def test_early_stopping_and_best_epoch_on_validation():
     model = build_model({"name": "cnn", "channels": [4]}, (1, 8, 8), 3)
-    result = fit(model, _toy(), _toy(32), lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x), y),
-                 TrainConfig(epochs=30, lr=1e-9, patience=2), batch_size=16)
+    result = fit(model, _toy(), _toy(32), lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x["input"]), y),
+                 TrainConfig(epochs=30, lr=1e-9, patience=2), batch_size=16, task=image_task((1, 8, 8), 3))
     # with a learning rate of 1e-9 validation never improves after epoch 1: stop after patience epochs
     assert result.best_epoch == 1 and result.epochs_run == 3
 

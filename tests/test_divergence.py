@@ -8,10 +8,11 @@ import torch
 
 from edgedistill.config import TrainConfig
 from edgedistill.data import ArrayData
-from edgedistill.distill.trainer import fit
 from edgedistill.errors import UserError
 from edgedistill.finite import model_nonfinite, nonfinite
 from edgedistill.models import build_model, load_checkpoint
+from edgedistill.tasks.image_classification import image_task
+from edgedistill.train import fit
 
 from .test_distill import stage_inputs
 
@@ -23,6 +24,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TASK = image_task((1, 8, 8), 3)
 
 
 def _toy(n=64):
@@ -45,13 +49,13 @@ def test_weights_that_overflow_stop_the_run_and_the_named_checkpoint_is_finite(t
         if len(steps) > 9:  # epoch 3, step 2 (4 steps an epoch)
             x = x.clone()
             x[:, 0, 0, 0] = 3e38
-        out = torch.nn.functional.cross_entropy(m(x), y)
+        out = torch.nn.functional.cross_entropy(m(x["input"]), y)
         assert torch.isfinite(out)  # the loss alone would not have stopped this run
         return out
 
     ckpt = tmp_path / "state.pt"
     with pytest.raises(UserError) as err:
-        fit(model, _toy(), _toy(32), loss, TrainConfig(epochs=5), batch_size=16, label="stage 1 (distill)",
+        fit(model, _toy(), _toy(32), loss, TrainConfig(epochs=5), batch_size=16, task=TASK, label="stage 1 (distill)",
             checkpoint=ckpt)
     msg = err.value.message
     assert "weights became NaN or infinite" in msg and "running_var" in msg
@@ -65,8 +69,8 @@ def test_weights_that_overflow_stop_the_run_and_the_named_checkpoint_is_finite(t
 def test_divergence_in_the_first_epoch_names_no_checkpoint(tmp_path):
     model = build_model({"name": "cnn", "channels": [4]}, (1, 8, 8), 3)
     with pytest.raises(UserError) as err:
-        fit(model, _toy(), _toy(32), lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x.index_fill(3, torch.tensor([0]), 3e38)), y),
-            TrainConfig(epochs=2), batch_size=16, label="teacher", checkpoint=tmp_path / "s.pt")
+        fit(model, _toy(), _toy(32), lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x["input"].index_fill(3, torch.tensor([0]), 3e38)), y),
+            TrainConfig(epochs=2), batch_size=16, task=TASK, label="teacher", checkpoint=tmp_path / "s.pt")
     assert "teacher at epoch 1, step 1" in err.value.message and "no checkpoint was kept" in err.value.message
     assert not (tmp_path / "s.pt").exists()
 
@@ -92,10 +96,10 @@ def test_a_nan_teacher_checkpoint_is_blamed_on_the_file(tmp_path):
 def test_early_stopping_counter_survives_resume(tmp_path):
     """patience counts stale epochs; a run resumed in its last epoch must stop where an uninterrupted one stops."""
     cfg = TrainConfig(epochs=30, lr=1e-9, patience=3)
-    lossf = lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x), y)  # noqa: E731
+    lossf = lambda m, x, y, i: torch.nn.functional.cross_entropy(m(x["input"]), y)  # noqa: E731
     torch.manual_seed(0)
     full = fit(build_model({"name": "cnn", "channels": [4]}, (1, 8, 8), 3), _toy(), _toy(32), lossf, cfg,
-               batch_size=16)
+               batch_size=16, task=TASK)
     assert full.epochs_run < cfg.epochs and full.epochs_run - full.best_epoch == cfg.patience  # it stopped early
     last = full.epochs_run - 1  # 0-based index of the epoch in which it stopped
 
@@ -106,8 +110,8 @@ def test_early_stopping_counter_survives_resume(tmp_path):
     torch.manual_seed(0)
     model = build_model({"name": "cnn", "channels": [4]}, (1, 8, 8), 3)
     with pytest.raises(KeyboardInterrupt):
-        fit(model, _toy(), _toy(32), lossf, cfg, batch_size=16, checkpoint=tmp_path / "s.pt", on_step=stop)
-    resumed = fit(model, _toy(), _toy(32), lossf, cfg, batch_size=16, checkpoint=tmp_path / "s.pt", resume=True)
+        fit(model, _toy(), _toy(32), lossf, cfg, batch_size=16, task=TASK, checkpoint=tmp_path / "s.pt", on_step=stop)
+    resumed = fit(model, _toy(), _toy(32), lossf, cfg, batch_size=16, task=TASK, checkpoint=tmp_path / "s.pt", resume=True)
     assert resumed.resumed_from_epoch == last
     assert resumed.epochs_run == full.epochs_run and resumed.best_epoch == full.best_epoch
     assert [h["val_metric"] for h in resumed.history] == [h["val_metric"] for h in full.history]

@@ -15,6 +15,7 @@ import pytest
 
 from edgedistill.data import DataConfig, load_dataset
 from edgedistill.evaluate import evaluate_onnx
+from edgedistill.tasks import build_task
 
 from .conftest import FAST, ROOT, run_cli, set_args
 
@@ -31,7 +32,7 @@ def test_deployed_metric_is_measured_on_the_shipped_file(fast_run, fast_report):
     assert deployed["metric_measured_on"] == "onnxruntime"
     data = load_dataset(DataConfig(name="digits"))
     # re-measure the bundle's file independently: the report must hold exactly that number
-    assert deployed["metric"] == evaluate_onnx(fast_run / deployed["path"], data.test)
+    assert deployed["metric"] == evaluate_onnx(fast_run / deployed["path"], data.test, build_task(None, data))
     assert deployed["metric"] >= 0.9
     # the shipped file is the one the keep policy chose (`keep: fastest`: int8 only where it measured faster)
     import onnx

@@ -64,7 +64,7 @@ def test_pruned_cnn_has_fewer_channels_and_a_smaller_onnx_file_that_runs(tmp_pat
     b = export_onnx(pruned, tmp_path / "b.onnx", SHAPE)
     assert b.stat().st_size < 0.5 * a.stat().st_size
     x = _x(32).numpy()
-    out = onnx_predictor(b)(x)
+    out = onnx_predictor(b)({"input": x})["logits"]
     assert out.shape == (32, 10) and np.isfinite(out).all()
     with torch.no_grad():
         np.testing.assert_allclose(out, pruned(torch.from_numpy(x)).numpy(), atol=1e-4)

@@ -64,7 +64,7 @@ def test_pruned_checkpoints_reload_through_the_pipeline_and_resume(tmp_path):
     model, _, _ = _restore(stage, data)
     x = data.val.x[:64]
     with torch.no_grad():
-        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), onnx_predictor(stage / "pruned.onnx")(x),
+        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), onnx_predictor(stage / "pruned.onnx")({"input": x})["logits"],
                                    atol=1e-4)
     bare = build_model({k: v for k, v in spec.items() if k != "prune_plan"}, data.input_shape, data.num_classes)
     with pytest.raises(UserError):  # without the plan, the very same weights do not fit: the plan is what works

@@ -15,6 +15,7 @@ from edgedistill.evaluate import onnx_predictor, torch_predictor
 from edgedistill.models import build_model
 from edgedistill.quantize.presets import PRESETS
 from edgedistill.quantize.stage import QuantizeConfig
+from edgedistill.tasks import build_task
 
 from .conftest import run_cli
 
@@ -57,13 +58,14 @@ def test_pt2e_file_computes_what_the_converted_model_computes(digits, tmp_path):
     student, prepared = _qat(digits, "x86_vnni")
     converted = convert(prepared)
     path = export_converted(converted, tmp_path / "qat.onnx", digits.input_shape)
-    x = digits.val.x
-    ref, got = torch_predictor(converted)(x), onnx_predictor(path)(x)
+    x, task = digits.val.x, build_task(None, digits)
+    ref = torch_predictor(converted, task)({"input": x})["logits"]
+    got = onnx_predictor(path)({"input": x})["logits"]
     assert ref.shape == got.shape == (len(x), 10)
     # the same integer arithmetic: at most a rounding step apart, and the same decisions on real samples
     assert np.abs(ref - got).max() <= 0.05 * (ref.max() - ref.min()), np.abs(ref - got).max()
     assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.99
-    assert fake_vs_file(prepared, path, x)["top1_agreement"] >= 0.99
+    assert fake_vs_file(prepared, path, {"input": x}, task)["top1_agreement"] >= 0.99
     # weights are stored as int8 integers (the file is smaller than float, not a float copy plus Q nodes)
     weights, zero_points = _weights_and_zero_points(path)
     assert weights and all(w.dtype == np.int8 for w in weights)
@@ -72,7 +74,7 @@ def test_pt2e_file_computes_what_the_converted_model_computes(digits, tmp_path):
     # the trained weights go back into the student's own layers (BN folded into an exact identity)
     back = float_weights_back(student, prepared)
     assert back is not None
-    assert (torch_predictor(back)(x).argmax(1) == ref.argmax(1)).mean() >= 0.95
+    assert (torch_predictor(back, task)({"input": x})["logits"].argmax(1) == ref.argmax(1)).mean() >= 0.95
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from edgedistill.evaluate import evaluate_onnx
 from edgedistill.quantize.opreport import runs_quantized
 from edgedistill.quantize.presets import PRESETS
 from edgedistill.quantize.ptq import preprocess, quantize_static_qdq
+from edgedistill.tasks import build_task
 
 from .conftest import run_cli, set_args
 
@@ -46,7 +47,8 @@ def test_qat_with_the_teacher_reaches_at_least_ptq_accuracy(tmp_path):
     ptq = quantize_static_qdq(preprocess(stage / "float.onnx", tmp_path / "pre.onnx"), tmp_path / "ptq.onnx",
                               data.train.x, select_samples(data.train.y, 256, "balanced"),
                               preset=PRESETS["x86_vnni"], per_channel=True)
-    qat_acc, ptq_acc = evaluate_onnx(qat_file, data.test), evaluate_onnx(ptq, data.test)
+    task = build_task(None, data)
+    qat_acc, ptq_acc = evaluate_onnx(qat_file, data.test, task), evaluate_onnx(ptq, data.test, task)
     assert qat_acc >= ptq_acc, (qat_acc, ptq_acc)
     assert report["models"]["deployed"]["metric"] == qat_acc  # the shipped file is the QAT file, scored as a file
 

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from edgedistill.calibration import select_samples
 
 from edgedistill.config import TrainConfig
-from edgedistill.distill.trainer import fit
 from edgedistill.evaluate import evaluate_onnx, onnx_predictor
 from edgedistill.export import export_onnx
 from edgedistill.models import build_model
@@ -27,8 +26,14 @@ from edgedistill.quantize.ptq import (
     quantize_dynamic_int8,
     quantize_static_qdq,
 )
+from edgedistill.tasks import build_task
+from edgedistill.train import fit
 
 from .conftest import run_cli
+
+
+def _logits(path, x):
+    return onnx_predictor(path)({"input": x})["logits"]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,8 @@ def trained(tmp_path_factory, digits):
     d = tmp_path_factory.mktemp("quant")
     torch.manual_seed(0)
     model = build_model({"name": "cnn", "channels": [16, 32]}, digits.input_shape, 10)
-    fit(model, digits.train, digits.val, lambda m, x, y, i: F.cross_entropy(m(x), y), TrainConfig(epochs=2),
-        batch_size=64)
+    fit(model, digits.train, digits.val, lambda m, x, y, i: F.cross_entropy(m(x["input"]), y), TrainConfig(epochs=2),
+        batch_size=64, task=build_task(None, digits))
     float_path = export_onnx(model.eval(), d / "float.onnx", digits.input_shape)
     return {"dir": d, "float": float_path, "pre": preprocess(float_path, d / "pre.onnx"),
             "idx": select_samples(digits.train.y, 128, "balanced")}
@@ -73,7 +78,7 @@ def test_tensorrt_preset_is_symmetric_int8_with_zero_points_of_zero(trained, dig
     # so the check above can tell the two apart
     x86 = _qdq(_static(trained, digits, "x86.onnx", "x86_vnni"))
     assert any(zp.dtype == np.uint8 and zp.any() for _, _, zp in x86)
-    agree = (onnx_predictor(trt)(digits.test.x).argmax(1) == onnx_predictor(trained["float"])(digits.test.x).argmax(1))
+    agree = (_logits(trt, digits.test.x).argmax(1) == _logits(trained["float"], digits.test.x).argmax(1))
     assert agree.mean() > 0.95
 
 
@@ -93,7 +98,7 @@ def test_calibration_methods_change_the_activation_scales(trained, digits):
     for method in ("minmax", "entropy", "percentile"):
         path = _static(trained, digits, f"{method}.onnx", method=method, percentile=99.0)
         scales[method] = {n.input[1]: s.item() for n, s, _ in _qdq(path) if n.op_type == "QuantizeLinear"}
-        assert evaluate_onnx(path, digits.val) > 0.5  # each file is a working classifier
+        assert evaluate_onnx(path, digits.val, build_task(None, digits)) > 0.5  # each file is a working classifier
     assert scales["minmax"].keys() == scales["entropy"].keys() == scales["percentile"].keys()
     for other in ("entropy", "percentile"):
         diffs = [abs(scales["minmax"][k] - scales[other][k]) / scales["minmax"][k] for k in scales["minmax"]]
@@ -107,7 +112,7 @@ def test_dynamic_quantization_uses_integer_kernels(trained, digits):
                                 per_channel=False)
     ops = {n.op_type for n in onnx.load(str(dyn)).graph.node}
     assert {"DynamicQuantizeLinear", "ConvInteger"} <= ops
-    assert abs(evaluate_onnx(dyn, digits.test) - evaluate_onnx(trained["float"], digits.test)) < 0.05
+    assert abs(evaluate_onnx(dyn, digits.test, build_task(None, digits)) - evaluate_onnx(trained["float"], digits.test, build_task(None, digits))) < 0.05
 
 
 def test_fp16_file_runs_and_matches_float(trained, digits):
@@ -115,7 +120,7 @@ def test_fp16_file_runs_and_matches_float(trained, digits):
     inits = _inits(half)
     assert any(v.dtype == np.float16 for v in inits.values())
     assert not any(v.dtype == np.float32 and v.size > 16 for v in inits.values())
-    ref, got = onnx_predictor(trained["float"])(digits.test.x), onnx_predictor(half)(digits.test.x)
+    ref, got = _logits(trained["float"], digits.test.x), _logits(half, digits.test.x)
     np.testing.assert_allclose(got, ref, atol=2e-2, rtol=1e-2)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
 
@@ -140,7 +145,7 @@ def test_fallback_keeps_the_chosen_nodes_float_in_the_file(trained, digits):
     (trained["dir"] / "fb").mkdir(exist_ok=True)
 
     def measure(p):
-        return evaluate_onnx(p, digits.val)
+        return evaluate_onnx(p, digits.val, build_task(None, digits))
 
     # an impossible budget: the search walks its full length and still returns the best file it found
     result = accuracy_fallback(nodes, 1.0, -1.0, build, measure, trained["dir"] / "fb", max_float_nodes=2)

@@ -10,13 +10,25 @@ from __future__ import annotations
 from . import digits as _digits  # noqa: F401  (registers "digits")
 from . import mnist as _mnist  # noqa: F401  (registers "mnist")
 from . import npz as _npz  # noqa: F401  (registers "npz")
-from .base import DATASETS, ArrayData, DataConfig, Dataset, load_dataset, parse_data_spec, register_dataset
+from .base import (
+    DATASETS,
+    INPUT,
+    ArrayData,
+    DataConfig,
+    Dataset,
+    Split,
+    load_dataset,
+    parse_data_spec,
+    register_dataset,
+)
 
 __all__ = [
     "DATASETS",
+    "INPUT",
     "ArrayData",
     "DataConfig",
     "Dataset",
+    "Split",
     "load_dataset",
     "parse_data_spec",
     "register_dataset",

@@ -26,16 +26,43 @@ class DataConfig(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
 
 
-@dataclass
-class ArrayData:
-    x: np.ndarray
-    y: np.ndarray
+INPUT = "input"  # the name of the single input of an image split
+
+
+class Split:
+    """One split: named input arrays (any dtype; all with the same number of rows) and the targets.
+
+    Targets are what the task's loss and metric compare against (class labels, scores, ...); unlabelled
+    data carries an empty-width placeholder. `Split(x, y)` with one array is an image split whose input is
+    named "input"; `x` and `y` read the single input and the targets."""
+
+    def __init__(self, inputs: dict[str, np.ndarray] | np.ndarray, targets: np.ndarray) -> None:
+        self.inputs = dict(inputs) if isinstance(inputs, dict) else {INPUT: inputs}
+        self.targets = targets
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.targets)
 
-    def head(self, n: int | None) -> ArrayData:
-        return self if n is None else ArrayData(self.x[:n], self.y[:n])
+    @property
+    def x(self) -> np.ndarray:
+        """The single input array (image tasks); a multi-input split has no single `x`."""
+        if len(self.inputs) != 1:
+            raise TypeError(f"this split has {len(self.inputs)} inputs ({', '.join(self.inputs)}); read split.inputs")
+        return next(iter(self.inputs.values()))
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.targets
+
+    def take(self, rows: Any) -> Split:
+        """The rows `rows` (a slice or an index array) of every input and of the targets."""
+        return Split({k: v[rows] for k, v in self.inputs.items()}, self.targets[rows])
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None else self.take(slice(0, n))
+
+
+ArrayData = Split  # the name used before splits had named inputs
 
 
 @dataclass
@@ -43,7 +70,7 @@ class Dataset:
     """Splits plus what an app team needs to feed the model the same way."""
 
     name: str
-    task: str
+    task: str  # the task kind this data suits (its loader knows), used when no recipe names one
     train: ArrayData
     val: ArrayData
     test: ArrayData
@@ -53,7 +80,14 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape, for single-input (image) data; () when the data has several named inputs."""
+        if len(self.train.inputs) != 1:
+            return ()
         return tuple(self.train.x.shape[1:])
+
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each named input's per-sample shape."""
+        return {k: tuple(v.shape[1:]) for k, v in self.train.inputs.items()}
 
     def split(self, name: str) -> ArrayData:
         if name not in ("train", "val", "test"):
@@ -97,19 +131,21 @@ def parse_data_spec(spec: str) -> DataConfig:
 
 
 def stratified_split(
-    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
-) -> tuple[ArrayData, ArrayData]:
-    """Deterministic stratified split: (rest, held_out)."""
+    x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, fraction: float, seed: int, stratify: bool = True,
+) -> tuple[Split, Split]:
+    """Deterministic (stratified by `y` unless told otherwise) split: (rest, held_out)."""
+    whole = Split(x, y)
     if fraction <= 0:
-        return ArrayData(x, y), ArrayData(x[:0], y[:0])
+        return whole, whole.take(slice(0, 0))
     from sklearn.model_selection import train_test_split
 
     try:
-        xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+        rest, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed,
+                                      stratify=y if stratify else None)
     except ValueError:  # a class too rare to appear on both sides: split without stratification
         try:
-            xa, xb, ya, yb = train_test_split(x, y, test_size=fraction, random_state=seed)
+            rest, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed)
         except ValueError as exc:
             raise UserError(f"cannot hold out {fraction:g} of {len(y)} samples: {exc}", where="data",
                             fix="use more data, or a different val_fraction/test_fraction") from exc
-    return ArrayData(xa, ya), ArrayData(xb, yb)
+    return whole.take(rest), whole.take(held)

@@ -18,7 +18,7 @@ def load_digits_dataset(cfg: DataConfig) -> Dataset:
     train, val = stratified_split(rest.x, rest.y, cfg.val_fraction, cfg.seed)
     return Dataset(
         name="digits",
-        task="classification",
+        task="image_classification",
         train=train,
         val=val,
         test=test,

@@ -63,7 +63,7 @@ def load_mnist(cfg: DataConfig) -> Dataset:
         rest, test = ArrayData(tx[:8000], ty[:8000]), ArrayData(tx[8000:], ty[8000:])
     train, val = stratified_split(rest.x, rest.y, cfg.val_fraction, cfg.seed)
     return Dataset(
-        name="mnist", task="classification", train=train, val=val, test=test, num_classes=10,
+        name="mnist", task="image_classification", train=train, val=val, test=test, num_classes=10,
         class_labels=[str(i) for i in range(10)],
         preprocessing={"layout": "NCHW", "image_size": [28, 28], "channels": 1, "scale": 1 / 255.0,
                        "mean": [0.1307], "std": [0.3081]},

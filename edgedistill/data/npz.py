@@ -68,6 +68,6 @@ def load_npz(cfg: DataConfig) -> Dataset:
     else:
         labels = [str(i) for i in range(n_classes)]
     return Dataset(
-        name=path.stem, task="classification", train=train, val=val, test=test,
+        name=path.stem, task="image_classification", train=train, val=val, test=test,
         num_classes=n_classes, class_labels=labels, preprocessing={"note": "as stored in the npz"},
     )

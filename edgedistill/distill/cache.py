@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # CacheConfig is part of the recipe schema; validating a reci
     import torch
     from torch import nn
 
+    from ..tasks import Task
+
 
 class CacheConfig(Strict):
     enabled: bool = Field(True, description="store teacher outputs on disk and reuse them (off: run the teacher every step)")
@@ -79,25 +81,28 @@ def count_calls(module: nn.Module) -> tuple[list[int], Any]:
     return counter, module.register_forward_pre_hook(hook)
 
 
-def cache_key(teacher: nn.Module, x: np.ndarray, settings: dict[str, Any]) -> str:
-    """sha256 over the teacher's weights and buffers, the inputs and the settings that change the outputs."""
+def cache_key(teacher: nn.Module, inputs: dict[str, np.ndarray], settings: dict[str, Any]) -> str:
+    """sha256 over the teacher's weights and buffers, the named inputs and the settings that change the outputs."""
     h = hashlib.sha256()
     for name, tensor in sorted(teacher.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(str(x.shape).encode())
-    h.update(np.ascontiguousarray(x).tobytes())
+    for _, x in sorted(inputs.items()):
+        h.update(str(x.shape).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
-def run_teacher(teacher: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Teacher logits over `x`, in eval mode, without gradients."""
+def run_teacher(teacher: nn.Module, inputs: dict[str, torch.Tensor], task: Task, batch_size: int = 512) -> torch.Tensor:
+    """The teacher's primary output (logits) over all `inputs`, in eval mode, without gradients."""
     import torch
 
     teacher.eval()
+    n = len(next(iter(inputs.values())))
     with torch.no_grad():
-        return torch.cat([teacher(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([task.primary(task.forward(teacher, {k: v[i : i + batch_size] for k, v in inputs.items()}))
+                          for i in range(0, n, batch_size)])
 
 
 def compress(logits: torch.Tensor, cfg: CacheConfig, temperature: float, seed: int) -> dict[str, torch.Tensor]:
@@ -137,20 +142,20 @@ class TeacherOutputs:
         return int(sum(v.numel() * v.element_size() for v in self.tensors.values()))
 
 
-def load_or_build(teacher: nn.Module, x: np.ndarray, cfg: CacheConfig, folder: Path, *, temperature: float,
-                  settings: dict[str, Any], seed: int, transform=None, write: bool = True) -> tuple[TeacherOutputs, dict]:
+def load_or_build(teacher: nn.Module, inputs: dict[str, np.ndarray], cfg: CacheConfig, folder: Path, *, task: Task,
+                  temperature: float, settings: dict[str, Any], seed: int, transform=None,
+                  write: bool = True) -> tuple[TeacherOutputs, dict]:
     """Read the cache file for this (teacher, data, settings) or build it with one pass of the teacher.
 
     `transform` (e.g. logit standardization) is applied to the teacher's logits before storing; name it in
     `settings` so it is part of the key. Returns the outputs and a small dict for the report.
     """
-    import torch
     from safetensors.torch import load_file, save_file
 
     full = {**settings, "mode": cfg.mode, "k": cfg.k if cfg.mode == "topk" else None,
             "samples": cfg.samples if cfg.mode == "sampled" else None,
             "temperature": temperature if cfg.mode == "sampled" else None, "seed": seed if cfg.mode == "sampled" else None}
-    key = cache_key(teacher, x, full)
+    key = cache_key(teacher, inputs, full)
     path = folder / f"teacher-{key}.safetensors"
     if path.exists():
         try:
@@ -159,7 +164,7 @@ def load_or_build(teacher: nn.Module, x: np.ndarray, cfg: CacheConfig, folder: P
             return TeacherOutputs(tensors, num_classes), {"key": key, "hit": True, "file": str(path)}
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # a damaged file is rebuilt below
-    logits = run_teacher(teacher, torch.from_numpy(np.ascontiguousarray(x)))
+    logits = run_teacher(teacher, task.to_torch(inputs), task)
     if transform is not None:
         logits = transform(logits)
     tensors = compress(logits, cfg, temperature, seed)

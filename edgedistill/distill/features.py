@@ -44,10 +44,10 @@ def check_layers(model: nn.Module, names: list[str], where: str) -> None:
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 
 
-def evenly_spaced(model: nn.Module, count: int, probe: torch.Tensor | None = None) -> list[str]:
+def evenly_spaced(model: nn.Module, count: int, probe: Callable[[nn.Module], object] | None = None) -> list[str]:
     """`count` activation modules spread evenly over the depth, always ending at the deepest one.
 
-    With a `probe` batch, only activations that keep a spatial or sequence axis are candidates when there are
+    With a `probe` (a function that runs the model on a small batch), only activations that keep a spatial or sequence axis are candidates when there are
     any (the feature extractor, not an MLP head). Falls back to convolutions and linear layers (minus the
     classifier) for models without activation modules.
     """
@@ -59,7 +59,7 @@ def evenly_spaced(model: nn.Module, count: int, probe: torch.Tensor | None = Non
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            model(probe)
+            probe(model)
         model.train(was_training)
         rec.remove()
         maps = [n for n in candidates if n in rec.outputs and rec.outputs[n].dim() >= 3]

@@ -13,16 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed as dd
+from ..train import distributed as dd
+from ..train import fit
 from .augment import apply_shifts, epoch_shifts
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
 from .losses import LOGIT_LOSSES, standardize
 from .schedules import TemperatureState
-from .trainer import fit
 
 
-def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe: torch.Tensor) -> list[FeatureTerm]:
+def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe) -> list[FeatureTerm]:
     terms = []
     for i, term in enumerate(cfg.loss_terms()):
         if term.name not in FEATURE_LOSSES:
@@ -53,7 +53,7 @@ def train_student(
 ) -> dict[str, Any]:
     """Distill `teachers` into `student` (in place, best validation epoch kept); returns the step's report entry."""
     t0 = time.perf_counter()
-    data, recipe = ctx.data, ctx.recipe.config
+    data, recipe, task = ctx.data, ctx.recipe.config, ctx.task
     batch_size = cfg.train.batch_size or recipe.data.batch_size
     terms = cfg.loss_terms()
     logit_terms = [t for t in terms if t.name in LOGIT_LOSSES]
@@ -61,11 +61,18 @@ def train_student(
     temp = TemperatureState(cfg.temperature, cfg.temperature_schedule)
     transform = standardize if cfg.standardize else None
     aug = cfg.augment
-    x_train = torch.from_numpy(data.train.x)
+    x_train = task.to_torch(data.train.inputs)
     n_train = len(data.train)
+    probe_batch = {k: v[: min(4, n_train)] for k, v in x_train.items()}
+
+    def probe(model: nn.Module) -> object:
+        return task.forward(model, probe_batch)
+
+    def augment(x: dict[str, torch.Tensor], shifts: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: apply_shifts(v, shifts) for k, v in x.items()}  # only image-shaped inputs move
 
     # features: recorders on both networks, connectors sized by one dry forward pass
-    feature_terms = _feature_terms(cfg, student, teachers[0], x_train[: min(4, n_train)])
+    feature_terms = _feature_terms(cfg, student, teachers[0], probe)
     s_rec = Recorder(student, [s for ft in feature_terms for s, _ in ft.pairs]) if feature_terms else None
     t_rec = Recorder(teachers[0], [t for ft in feature_terms for _, t in ft.pairs]) if feature_terms else None
     connectors = nn.ModuleList()
@@ -73,9 +80,8 @@ def train_student(
         was_training = student.training
         student.eval()
         with torch.no_grad():
-            probe = x_train[: min(4, n_train)]
-            student(probe)
-            teachers[0](probe)
+            probe(student)
+            probe(teachers[0])
         student.train(was_training)
         for ft in feature_terms:
             ft.build_connectors(s_rec.outputs, t_rec.outputs)
@@ -98,13 +104,14 @@ def train_student(
     cache_events: list[dict[str, Any]] = []
     epoch_state: dict[str, Any] = {"epoch": None, "shifts": None}
 
-    def load_outputs(x_all: torch.Tensor, epoch: int | None) -> None:
+    def load_outputs(x_all: dict[str, torch.Tensor], epoch: int | None) -> None:
         for k, teacher in enumerate(teachers):
             if live[k] or not needs_teacher:
                 continue
             settings = {"augment": aug.model_dump(), "epoch": epoch, "seed": seed if aug.active else None,
                         "standardize": cfg.standardize}
-            outputs[k], info = load_or_build(teacher, x_all.numpy(), cfg.cache, cache_dir, temperature=cfg.temperature,
+            outputs[k], info = load_or_build(teacher, {n: v.numpy() for n, v in x_all.items()}, cfg.cache, cache_dir,
+                                             task=task, temperature=cfg.temperature,
                                              settings=settings, seed=seed, transform=transform,
                                              write=dd.is_main_process())
             cache_events.append({"teacher": k, "epoch": epoch, **info})
@@ -118,13 +125,13 @@ def train_student(
             epoch_state["epoch"] = epoch
             epoch_state["shifts"] = epoch_shifts(aug, n_train, seed, epoch)
             if not all(live):
-                load_outputs(apply_shifts(x_train, epoch_state["shifts"]), epoch)
+                load_outputs(augment(x_train, epoch_state["shifts"]), epoch)
 
-    def teacher_targets(k: int, x: torch.Tensor, idx: torch.Tensor) -> Targets:
+    def teacher_targets(k: int, x: dict[str, torch.Tensor], idx: torch.Tensor) -> Targets:
         if outputs[k] is not None and not live[k]:
             return outputs[k].targets(idx)
         with torch.no_grad():
-            logits = teachers[k].eval()(x)
+            logits = task.primary(task.forward(teachers[k].eval(), x))
         return Targets("dense", transform(logits) if transform else logits)
 
     total_w = sum(weights)
@@ -132,10 +139,10 @@ def train_student(
     def teacher_probs(targets: list[Targets], t: float) -> torch.Tensor:
         return sum(w / total_w * tg.probs(t) for w, tg in zip(weights, targets, strict=True))
 
-    def compute_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def compute_loss(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if aug.active:
-            x = apply_shifts(x, epoch_state["shifts"][idx])
-        s = model(x)
+            x = augment(x, epoch_state["shifts"][idx])
+        s = task.primary(task.forward(model, x))
         t = temp.value
         loss = s.new_zeros(())
         if needs_teacher or feature_terms:
@@ -158,7 +165,7 @@ def train_student(
     before = [p.detach().clone() for p in connectors.parameters()]
     try:
         result = fit(student, data.train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
-                     task=data.task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
+                     task=task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
                      resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step,
                      state={"temperature": temp})
     finally:

@@ -15,7 +15,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import Strict, TrainConfig
-from ..evaluate import METRICS
 from ..models import build_model
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
@@ -133,7 +132,7 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
 
     teachers, weights, teacher_info = [state.teacher], [1.0], []
     for k, extra in enumerate(strategy.teachers if strategy.kind == "multi_teacher" else []):
-        model, rec = prepare_teacher(extra, data, seed=recipe.seed + 1000 + k, batch_size=recipe.data.batch_size,
+        model, rec = prepare_teacher(extra, data, ctx.task, seed=recipe.seed + 1000 + k, batch_size=recipe.data.batch_size,
                                      stage_dir=ctx.stage_dir / f"teacher-{k + 1}", resume=ctx.resume,
                                      where=f"stages.{ctx.index - 1}.strategy.teachers.{k}")
         model.eval()
@@ -154,7 +153,7 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
             student = state.model  # "omit student to keep training the current model"
         else:
             torch.manual_seed(recipe.seed + i)  # a student's initial weights depend only on the seed and its step
-            student = build_model(step.spec, data.input_shape, data.num_classes)
+            student = build_model(step.spec, data.input_shape, data.num_classes, task=ctx.task)
         step_teachers = teachers if step.teacher == -1 else [trained[step.teacher].eval()]
         for p in (step_teachers[0].parameters() if step.teacher != -1 else []):
             p.requires_grad_(False)
@@ -170,7 +169,7 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
 
     chosen = len(steps) - 1
     if strategy.kind == "born_again" and strategy.keep == "best":
-        sign = 1 if METRICS[data.task][1] else -1
+        sign = 1 if ctx.task.metric.higher_is_better else -1
         chosen = max(range(len(steps)), key=lambda j: sign * reports[j]["val_metric"])
     student, spec = trained[chosen], steps[chosen].spec
     if chosen == len(steps) - 1 and cfg.student is None and strategy.kind in ("kd", "multi_teacher", "assistants"):

@@ -14,7 +14,7 @@ from ..state import ModelState, RunContext, StageRecord
 
 class ExportConfig(Strict):
     opset: int = Field(17, ge=11, le=23, description="ONNX opset of the exported file (legacy exporter)")
-    parity_samples: int = Field(128, ge=1, description="real validation samples compared torch vs file")
+    parity_samples: int = Field(128, ge=1, description="real validation samples compared torch vs file (every output)")
     parity_atol: float = Field(1e-3, gt=0, description="max |torch − onnx| allowed for a float export")
 
 
@@ -25,13 +25,14 @@ def run_export(state: ModelState, cfg: ExportConfig, ctx: RunContext) -> ModelSt
     from .onnx import copy_onnx, export_onnx, parity
 
     t0 = time.perf_counter()
+    task = ctx.task
     out = ctx.stage_dir / "model.onnx"
     quantized = state.onnx is not None
     if quantized:
         copy_onnx(state.onnx, out)
     else:
-        export_onnx(state.model, out, ctx.data.input_shape, cfg.opset)
-    check = parity(state.model, out, ctx.data.val.x[: cfg.parity_samples])
+        export_onnx(state.model, out, task, cfg.opset)
+    check = parity(state.model, out, task.feed(ctx.data.val, slice(0, cfg.parity_samples)), task)
     check["checked_against"] = "torch student (float)"
     if not quantized and check["max_abs_diff"] > cfg.parity_atol:
         raise UserError(
@@ -41,7 +42,7 @@ def run_export(state: ModelState, cfg: ExportConfig, ctx: RunContext) -> ModelSt
         )
     record = StageRecord(
         index=ctx.index, kind="export", settings=cfg.model_dump(mode="json"), seconds=time.perf_counter() - t0,
-        metric_after=evaluate_onnx(out, ctx.data.val, ctx.data.task), artifacts=[str(out.relative_to(ctx.run_dir))],
+        metric_after=evaluate_onnx(out, ctx.data.val, task), artifacts=[str(out.relative_to(ctx.run_dir))],
         details={"parity": check, "quantized_input": quantized},
     )
     return ModelState(state.model, state.spec, state.teacher, state.teacher_spec, out, [*state.lineage, record])

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # recipe validation reads builders' signatures only, so it ne
 Builder = Callable[..., "nn.Module"]
 MODELS: dict[str, Builder] = {}
 # Filled by the data at build time, never by the recipe: builders may accept these keyword arguments.
-_DATA_ARGS = ("input_shape", "num_classes")
+_DATA_ARGS = ("input_shape", "num_classes", "task")
 
 
 class ModelConfig(BaseModel):
@@ -167,8 +167,11 @@ def check_model_config(spec: Any, where: str) -> None:
 
 
 def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                where: str = "model") -> nn.Module:
-    """Build a fresh module from a spec and the data's shape; pruned specs replay their pruning plan."""
+                where: str = "model", task: Any = None) -> nn.Module:
+    """Build a fresh module from a spec and the data's shape; pruned specs replay their pruning plan.
+
+    Builders that accept `task` get the run's task object (Hugging Face builders pick their Auto class and
+    read the input names from it)."""
     from torch import nn
 
     check_model_config(spec, where)
@@ -178,6 +181,8 @@ def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes:
     params = inspect.signature(builder).parameters
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     data_args = {"input_shape": tuple(input_shape), "num_classes": num_classes}
+    if task is not None:
+        data_args["task"] = task
     for key, value in data_args.items():
         if key in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs.setdefault(key, value)

@@ -99,17 +99,24 @@ def profile_models(
 
 
 
+def real_feed(samples: Mapping[str, np.ndarray] | None, batch: int) -> dict[str, np.ndarray] | None:
+    """The first `batch` rows of every named input, or None (synthetic inputs) when there are too few."""
+    if not samples or any(len(v) < batch for v in samples.values()):
+        return None
+    return {k: np.ascontiguousarray(v[:batch]) for k, v in samples.items()}
+
+
 def profile_on_first_target(
     files: Mapping[str, str | Path],
     target_names: Sequence[str],
     profile_cfg: Any,
-    samples: np.ndarray | None = None,
-    input_name: str = "input",
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Target | None, dict[str, dict[str, Any]], list[str]]:
     """Time `files` side by side on the first of the recipe's targets this machine can run.
 
     Stages that must judge a change by latency (pruning ratios, the quantization keep policy) use this, with
-    the recipe's `profile:` settings and real samples as input. Returns (target, stats per file, why other
+    the recipe's `profile:` settings and real samples as input (`samples`: a split's named inputs, which are
+    the exported files' input names). Returns (target, stats per file, why other
     targets were skipped); the target is None, with no stats, when none is usable here — never a guess.
     """
     from ..target import first_available
@@ -118,7 +125,7 @@ def profile_on_first_target(
     if target is None:
         return None, {}, reasons or ["the recipe lists no targets"]
     batch = profile_cfg.batch or target.batch_sizes[0]
-    feed = {input_name: samples[:batch]} if samples is not None and len(samples) >= batch else None
+    feed = real_feed(samples, batch)
     stats = profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
                            warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)
     return target, stats, reasons

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export.onnx import INPUT_NAME
 from ._tp import torch_pruning
 
 LATENCY_KEYS = ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "runs", "batch", "threads")
@@ -28,16 +27,17 @@ def macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def compare_latency(files: Mapping[str, str | Path], recipe_cfg: Any, samples: np.ndarray | None = None
+def compare_latency(files: Mapping[str, str | Path], recipe_cfg: Any, samples: Mapping[str, np.ndarray] | None = None
                     ) -> dict[str, Any]:
-    """p50 etc. of each file on the first usable target, timed interleaved in one run on real `samples`.
+    """p50 etc. of each file on the first usable target, timed interleaved in one run on real `samples`
+    (a split's named inputs).
 
     `recipe_cfg` is the validated recipe (`Recipe.config`): its `targets` and `profile` settings are used.
     Returns {"target": name, "<model>": {p50_ms, ...}} or {"skipped": reason} when no target is usable.
     """
     from ..profile import profile_on_first_target
 
-    target, result, reasons = profile_on_first_target(files, recipe_cfg.targets, recipe_cfg.profile, samples, INPUT_NAME)
+    target, result, reasons = profile_on_first_target(files, recipe_cfg.targets, recipe_cfg.profile, samples)
     if target is None:
         return {"skipped": "; ".join(reasons)}
     out: dict[str, Any] = {"target": target.name}

@@ -92,27 +92,6 @@ class PruneConfig(Strict):
         return None
 
 
-def _recovery_loss(cfg: RecoverConfig, reference, task: str):
-    """KD against the frozen reference (classification), or MSE to it for regression; labels only for 'none'."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..distill.losses import hinton_kd
-    from .structured import label_loss, logits
-
-    def compute_loss(model, x, y, idx):
-        s = logits(model(x))
-        if reference is None:
-            return label_loss(s, y, task)
-        with torch.no_grad():
-            t = logits(reference(x))
-        if task == "classification":
-            return hinton_kd(s, t, y, cfg.temperature, cfg.alpha)
-        return cfg.alpha * F.mse_loss(s, t) + (1 - cfg.alpha) * label_loss(s, y, task)
-
-    return compute_loss
-
-
 def _resumed_epochs(checkpoint) -> int:
     """Epochs already finished by an interrupted fine-tuning run (the trainer's checkpoint, weights_only)."""
     import torch
@@ -127,10 +106,10 @@ def _resumed_epochs(checkpoint) -> int:
 def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelState:
     import torch
 
-    from ..distill.trainer import fit
     from ..evaluate import evaluate_torch
     from ..export import export_onnx
     from ..io import file_size_mb, write_json
+    from ..train import distillation_objective, fit
     from .allocate import latency_allocation
     from .measure import compare_latency, macs_params
     from .plan import apply_plan, merge_plans
@@ -147,7 +126,7 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
 
     t0 = time.perf_counter()
     data, recipe = ctx.data, ctx.recipe.config
-    task, where = data.task, f"stage {ctx.index} (prune)"
+    task, where = ctx.task, f"stage {ctx.index} (prune)"
     unpruned = state.model.eval()
     model = copy.deepcopy(unpruned)
     example = torch.from_numpy(data.train.x[:1])
@@ -161,7 +140,8 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
     reference = None
     if cfg.recover is not None and cfg.recover.teacher != "none":
         reference = unpruned if cfg.recover.teacher == "unpruned" else state.teacher.eval()
-    loss = _recovery_loss(cfg.recover, reference, task) if cfg.recover else None
+    # the one objective (distillation loss registry over the task's named outputs), as QAT uses
+    loss = distillation_objective(task, reference, cfg.recover.temperature, cfg.recover.alpha) if cfg.recover else None
 
     def recover(label: str, hook_loss=None) -> dict[str, Any]:
         result = fit(model, data.train, data.val, hook_loss or loss, cfg.recover.train, batch_size=batch_size,
@@ -183,7 +163,7 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
                 ratios, details["allocation"] = latency_allocation(
                     model, example, ratio=cfg.ratio, probe_ratio=cfg.probe_ratio, round_to=cfg.round_to,
                     max_layer_ratio=cfg.max_layer_ratio, ignore=cfg.ignore, work_dir=ctx.stage_dir / "probes",
-                    input_shape=data.input_shape, recipe_cfg=recipe, samples=data.test.x)
+                    input_shape=data.input_shape, recipe_cfg=recipe, samples=data.test.inputs)
             else:
                 details["allocation"] = {"mode": cfg.allocation}
             ratios.update(cfg.layer_ratios)
@@ -192,7 +172,8 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
                 gen = torch.Generator().manual_seed(recipe.seed)
                 order = torch.randperm(len(data.train), generator=gen).numpy()
                 rows = [order[i * batch_size:(i + 1) * batch_size] for i in range(cfg.taylor_batches)]
-                grad_batches = [(torch.from_numpy(data.train.x[r]), torch.from_numpy(data.train.y[r])) for r in rows]
+                grad_batches = [(task.to_torch(task.feed(data.train, r)), torch.from_numpy(data.train.y[r]))
+                                for r in rows]
             result = prune_structured(
                 model, example, ratio=cfg.ratio, importance=cfg.importance, scope=cfg.scope, round_to=cfg.round_to,
                 layer_ratios=ratios, max_layer_ratio=cfg.max_layer_ratio, ignore=cfg.ignore, head_ratio=cfg.head_ratio,
@@ -249,9 +230,9 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
 
     model.eval()
     macs_after, params_after = macs_params(model, example)
-    files = {"unpruned": export_onnx(unpruned, ctx.stage_dir / "unpruned.onnx", data.input_shape),
-             "pruned": export_onnx(model, ctx.stage_dir / "pruned.onnx", data.input_shape)}
-    latency = compare_latency(files, recipe, data.test.x)
+    files = {"unpruned": export_onnx(unpruned, ctx.stage_dir / "unpruned.onnx", task),
+             "pruned": export_onnx(model, ctx.stage_dir / "pruned.onnx", task)}
+    latency = compare_latency(files, recipe, data.test.inputs)
     if "skipped" not in latency:
         latency["p50_ratio"] = round(latency["pruned"]["p50_ms"] / latency["unpruned"]["p50_ms"], 4)
     metric_after = evaluate_torch(model, data.val, task)

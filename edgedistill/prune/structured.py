@@ -13,15 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 from ._tp import torch_pruning
 from .plan import build_graph, empty_plan, is_hf, record_group, traced_output
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
 
@@ -85,24 +87,15 @@ def _hf_frozen(model: nn.Module) -> list[nn.Module]:
     return frozen
 
 
-def logits(out: Any) -> torch.Tensor:
-    """The output tensor (Hugging Face output objects carry it as `.logits`)."""
-    return out.logits if hasattr(out, "logits") else out
-
-
-def label_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Cross-entropy for classification, MSE on the single output column for regression."""
-    return F.cross_entropy(out, y) if task == "classification" else F.mse_loss(out.squeeze(-1), y.float())
-
-
-def _taylor_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], task: str) -> None:
+def _taylor_gradients(model: nn.Module, batches: list[tuple[Any, torch.Tensor]], task: Task) -> None:
     """First-order Taylor importance needs weight gradients of the task loss on real samples."""
     model.zero_grad(set_to_none=True)
     was_training = model.training
     model.eval()  # frozen BatchNorm statistics: the gradients only score channels, they are never applied
     try:
         for x, y in batches:
-            label_loss(logits(model(x)), y, task).backward()
+            inputs = x if isinstance(x, dict) else {task.input_names[0]: x}
+            task.label_loss(task.forward(model, inputs), y).backward()
     finally:
         model.train(was_training)
 
@@ -119,8 +112,8 @@ def prune_structured(
     max_layer_ratio: float = 0.9,
     ignore: list[str] | None = None,
     head_ratio: float = 0.0,
-    grad_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    task: str = "classification",
+    grad_batches: list[tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None,
+    task: Task | None = None,
     on_group: Callable[[dict[str, Any]], None] | None = None,
 ) -> StructuredResult:
     """Remove channels from `model` in place; returns the plan that replays it.
@@ -164,6 +157,10 @@ def prune_structured(
     if importance == "taylor":
         if not grad_batches:
             raise UserError("Taylor importance needs training batches", where="prune.importance", fix="use l2")
+        if task is None:  # library callers with one image tensor: today's image classification
+            from ..tasks.image_classification import image_task
+
+            task = image_task(tuple(example.shape[1:]), 0)
         _taylor_gradients(model, grad_batches, task)
 
     before = {n: _width(m) for n, m in names.items() if _width(m) is not None}

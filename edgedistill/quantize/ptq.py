@@ -31,10 +31,15 @@ def preprocess(float_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def input_name(path: Path) -> str:
+def input_dtypes(path: Path) -> dict[str, np.dtype]:
+    """Each graph input's numpy dtype (calibration feeds int64 token ids as int64, images as float32)."""
     import onnx
+    from onnx import helper
 
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return {i.name: np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+            for i in graph.input if i.name not in inits}
 
 
 def quantizable_nodes(path: Path, op_types: tuple[str, ...] = WEIGHTED_OPS) -> list[str]:
@@ -46,12 +51,15 @@ def quantizable_nodes(path: Path, op_types: tuple[str, ...] = WEIGHTED_OPS) -> l
 
 
 def quantize_static_qdq(
-    pre_path: Path, out_path: Path, calib_x: np.ndarray, calib_idx: np.ndarray, *,
+    pre_path: Path, out_path: Path, calib_x: dict[str, np.ndarray] | np.ndarray, calib_idx: np.ndarray, *,
     preset: Preset, per_channel: bool, method: str = "minmax", batch_size: int = 32,
     max_batches_in_memory: int = 8, percentile: float = 99.999, entropy_bins: int = 512,
     nodes_to_exclude: list[str] | None = None, cache_path: Path | None = None,
 ) -> Path:
     """Static int8 in QDQ format, calibrated on the selected samples, streamed in bounded windows.
+
+    `calib_x` holds the named inputs (the file's input names; a bare array feeds the file's only input), each
+    fed in the dtype the file declares, so integer inputs pass through untouched.
 
     Ranges come from `calibration.calibrate_ranges` (ORT's calibrators, windowed) and are cached at
     `cache_path`: later calls with other `nodes_to_exclude` reuse them, so accuracy-aware fallback does not
@@ -61,7 +69,10 @@ def quantize_static_qdq(
     calib = calibration_method(method)
     n_batches = -(-len(calib_idx) // batch_size)
     with progress_callback(f"calibrating ({method})", n_batches) as update:
-        reader = ArrayCalibrationReader(calib_x, calib_idx, input_name(pre_path), batch_size, on_batch=update)
+        dtypes = input_dtypes(pre_path)
+        if not isinstance(calib_x, dict):
+            calib_x = {next(iter(dtypes)): calib_x}
+        reader = ArrayCalibrationReader(calib_x, calib_idx, batch_size=batch_size, on_batch=update, dtypes=dtypes)
         return _quantize_static(pre_path, out_path, reader, calib, preset=preset, per_channel=per_channel,
                                 method=method, max_batches_in_memory=max_batches_in_memory, percentile=percentile,
                                 entropy_bins=entropy_bins, nodes_to_exclude=nodes_to_exclude, cache_path=cache_path)

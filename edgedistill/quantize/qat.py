@@ -7,7 +7,7 @@ How, with torchao's PT2E flow (the supported successor of torch.ao's deprecated 
 2. `torch.export` captures it (dynamic batch), and `prepare_qat_pt2e` with the X86 Inductor quantizer
    inserts fake-quantize nodes on weights and activations, with the target preset's types (u8/s8,
    symmetric for TensorRT, per-channel, 7-bit weights for `reduce_range`).
-3. The shared trainer (`distill.trainer.fit`) trains it against the teacher with the Hinton KD loss at the
+3. The shared trainer (`train.fit`) trains it against the teacher with the shared KD objective (`train.distillation_objective`) at the
    stage's own temperature (low temperatures suit low bit-widths). Observers (the scales) update only in
    training mode and are frozen after `observe_epochs`, so late epochs fine-tune weights to fixed grids.
 4. `convert_pt2e` turns weights into int8 constants; `torch.onnx.export(dynamo=True)` writes
@@ -311,7 +311,7 @@ def float_weights_back(student: nn.Module, prepared: nn.Module) -> nn.Module | N
     return out
 
 
-def fake_vs_file(prepared: nn.Module, path: Path, x: np.ndarray) -> dict[str, Any]:
+def fake_vs_file(prepared: nn.Module, path: Path, batch: dict[str, np.ndarray], task: Any) -> dict[str, Any]:
     """Does the exported file compute what the fake-quantized model computed? (the classic QAT drift)."""
     from torchao.quantization.pt2e.fake_quantize import disable_observer
 
@@ -320,6 +320,8 @@ def fake_vs_file(prepared: nn.Module, path: Path, x: np.ndarray) -> dict[str, An
     model = _copy(prepared)
     model.eval()
     model.apply(disable_observer)
-    ref, got = torch_predictor(model)(x), onnx_predictor(path)(x)
-    return {"samples": len(x), "max_abs_diff": float(np.abs(ref - got).max()),
+    name = task.output_names[0]
+    ref = torch_predictor(model, task)(batch)[name]
+    got = onnx_predictor(path, output_names=task.output_names)(batch)[name]
+    return {"samples": len(ref), "max_abs_diff": float(np.abs(ref - got).max()),
             "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}

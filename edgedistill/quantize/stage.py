@@ -109,16 +109,16 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     from edgedistill.calibration import calibration_window, select_samples
 
     from ..errors import UserError
-    from ..evaluate import METRICS, evaluate_onnx
+    from ..evaluate import evaluate_onnx
     from ..export.onnx import copy_onnx, export_onnx
     from ..target import load_target
     from .fallback import accuracy_fallback
     from .opreport import op_report
     from .presets import get_preset
-    from .ptq import convert_fp16, input_name, preprocess, quantizable_nodes, quantize_dynamic_int8, quantize_static_qdq
+    from .ptq import convert_fp16, preprocess, quantizable_nodes, quantize_dynamic_int8, quantize_static_qdq
 
     t0 = time.perf_counter()
-    recipe, data, sdir = ctx.recipe.config, ctx.data, ctx.stage_dir
+    recipe, data, sdir, task = ctx.recipe.config, ctx.data, ctx.stage_dir, ctx.task
     preset_name = cfg.preset or load_target(recipe.targets[0]).quant_preset
     preset = get_preset(preset_name, where=f"stage {ctx.index} (quantize): preset")
     method = _effective_method(cfg, preset.precision)
@@ -127,13 +127,12 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
                         where=f"stage {ctx.index} (quantize)", fix="use method: fp16, or set preset to an int8 one")
     precision = "fp16" if method == "fp16" else "int8"
     per_channel = preset.per_channel if cfg.per_channel is None else cfg.per_channel
-    higher = METRICS[data.task][1]
-    sign = 1.0 if higher else -1.0
+    sign = 1.0 if task.metric.higher_is_better else -1.0
 
     def val_metric(path: Path) -> float:
-        return evaluate_onnx(path, data.val, data.task)
+        return evaluate_onnx(path, data.val, task)
 
-    float_path = export_onnx(state.model, sdir / "float.onnx", data.input_shape)
+    float_path = export_onnx(state.model, sdir / "float.onnx", task)
     pre = preprocess(float_path, sdir / "float.pre.onnx")
     float_metric = val_metric(float_path)
     cal = cfg.calibration
@@ -148,7 +147,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
 
     def build(excluded: list[str], out: Path) -> Path:
         if method == "static":
-            return quantize_static_qdq(pre, out, data.train.x, calib_idx, preset=preset, per_channel=per_channel,
+            return quantize_static_qdq(pre, out, data.train.inputs, calib_idx, preset=preset, per_channel=per_channel,
                                        method=cal.method, batch_size=cal.batch_size,
                                        max_batches_in_memory=cal.max_batches_in_memory, percentile=cal.percentile,
                                        entropy_bins=cal.entropy_bins,
@@ -196,8 +195,7 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     details["keep"] = decision
     ctx.log(f"quantize: {decision['reason']}")
     shipped = quant_path if decision["shipped"] == precision else float_path
-    feed_name = input_name(float_path)
-    details["op_report"] = {precision: op_report(quant_path, {feed_name: data.val.x[:1]},
+    details["op_report"] = {precision: op_report(quant_path, task.feed(data.val, slice(0, 1)),
                                                  threads=timing.get("threads", 1))}
     metric = quant_metric if shipped == quant_path else float_metric
     record = StageRecord(
@@ -213,7 +211,6 @@ def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path:
     """Interleaved float vs quantized latency (plus each fallback step, to price every float node)."""
     from ..profile import latency_stats, profile_on_first_target
     from .keep import ratio_vs
-    from .ptq import input_name
 
     if not cfg.measure_latency:
         details["latency"] = {"measured": False, "reason": "measure_latency: false"}
@@ -221,9 +218,8 @@ def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path:
     files = {"float": float_path, precision: quant_path}
     files.update({f"step{i}": s.path for i, s in enumerate(steps)})
     recipe = ctx.recipe.config
-    samples = ctx.data.val.x if len(ctx.data.val) else ctx.data.train.x
-    target, stats, reasons = profile_on_first_target(files, recipe.targets, recipe.profile, samples,
-                                                     input_name(float_path))
+    samples = (ctx.data.val if len(ctx.data.val) else ctx.data.train).inputs
+    target, stats, reasons = profile_on_first_target(files, recipe.targets, recipe.profile, samples)
     if target is None:
         details["latency"] = {"measured": False, "reason": "; ".join(reasons)}
         return None, {}
@@ -250,24 +246,19 @@ def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, pe
     """Fake-quantized student × full-precision teacher (Polino et al.), PT2E-converted and exported to QDQ."""
     import torch
 
-    from ..distill.losses import hinton_kd
-    from ..distill.trainer import fit
     from ..export.onnx import parity
+    from ..train import distillation_objective, fit
     from .qat import ObserveInTraining, convert, export_converted, fake_vs_file, float_weights_back, prepare_qat
 
-    q, data, recipe = cfg.qat, ctx.data, ctx.recipe.config
+    q, data, recipe, task = cfg.qat, ctx.data, ctx.recipe.config, ctx.task
     prepared = prepare_qat(state.model, data.input_shape, preset, per_channel,
                            torch.from_numpy(data.train.x[calib_idx]))
     wrapped = ObserveInTraining(prepared, q.observe_epochs)
-    teacher = state.teacher.eval()
-
-    def compute_loss(model, x, y, idx):
-        with torch.no_grad():
-            t_logits = teacher(x)
-        return hinton_kd(model(x), t_logits, y, q.temperature, q.alpha)
+    # the same objective as pruning recovery: the distillation loss registry over the task's named outputs
+    compute_loss = distillation_objective(task, state.teacher.eval(), q.temperature, q.alpha)
 
     result = fit(wrapped, data.train, data.val, compute_loss, q.train,
-                 batch_size=q.train.batch_size or recipe.data.batch_size, seed=recipe.seed, task=data.task,
+                 batch_size=q.train.batch_size or recipe.data.batch_size, seed=recipe.seed, task=task,
                  label=f"stage {ctx.index} (quantize: qat)", checkpoint=ctx.stage_dir / "qat_state.pt",
                  resume=ctx.resume)
     converted = convert(prepared)
@@ -279,7 +270,7 @@ def _run_qat(state: ModelState, cfg: QuantizeConfig, ctx: RunContext, preset, pe
     info = {"temperature": q.temperature, "alpha": q.alpha, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "fake_quant_val_metric": result.best_metric,
             "history": result.history, "resumed_from_epoch": result.resumed_from_epoch,
-            "fake_quant_vs_file": fake_vs_file(prepared, out, data.val.x[:256]),
-            "converted_vs_file": parity(converted, out, data.val.x[:256]),
+            "fake_quant_vs_file": fake_vs_file(prepared, out, task.feed(data.val, slice(0, 256)), task),
+            "converted_vs_file": parity(converted, out, task.feed(data.val, slice(0, 256)), task),
             "float_student_has_qat_weights": back is not None}
     return out, back if back is not None else state.model, info

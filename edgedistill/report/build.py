@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data import Dataset
-from ..evaluate import METRICS, evaluate_onnx
+from ..evaluate import evaluate_onnx
 from ..io import file_size_mb, sha256_file, write_json
 from ..state import ModelState
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..recipe import GatesConfig, Recipe
+    from ..tasks import Task
 
 SCHEMA_VERSION = 1
 
@@ -63,10 +64,12 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
     return out
 
 
-def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float) -> dict[str, Any]:
+def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float,
+               task: Task) -> dict[str, Any]:
     from ..export import export_onnx
-    from ..export.onnx import INPUT_NAME, copy_onnx
+    from ..export.onnx import copy_onnx
     from ..profile import profile_models
+    from ..profile.latency import real_feed
     from ..target import availability, load_target
     from .bundle import write_bundle
     from .html import write_html
@@ -75,19 +78,19 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     compare = run_dir / "compare"
     compare.mkdir(parents=True, exist_ok=True)
     files = {
-        "teacher": export_onnx(state.teacher, compare / "teacher.onnx", data.input_shape),
-        "student": export_onnx(state.model, compare / "student.onnx", data.input_shape),
+        "teacher": export_onnx(state.teacher, compare / "teacher.onnx", task),
+        "student": export_onnx(state.model, compare / "student.onnx", task),
         "deployed": copy_onnx(state.onnx, compare / "deployed.onnx")[0],
     }
     split = data.split(cfg.evaluate.split)
-    metric_name, higher, _ = METRICS[data.task]
+    metric_name, higher = task.metric.name, task.metric.higher_is_better
     models: dict[str, dict[str, Any]] = {
         "teacher": {"params": _params(state.teacher)},
         "student": {"params": _params(state.model)},
         "deployed": {"path": "bundle/model.onnx", "params": _params(state.model), "metric_measured_on": "onnxruntime"},
     }
     for name, path in files.items():
-        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, split, data.task),
+        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, split, task),
                             latency={})
     models["student"]["metric_measured_on"] = models["teacher"]["metric_measured_on"] = "onnxruntime"
 
@@ -101,7 +104,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
             continue
         batches = [cfg.profile.batch] if cfg.profile.batch else target.batch_sizes
         for batch in batches:
-            feed = {INPUT_NAME: data.test.x[:batch]} if len(data.test) >= batch else None
+            feed = real_feed(data.test.inputs, batch)
             result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
                                     warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
             for name, stats in result.items():
@@ -112,7 +115,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "schema_version": SCHEMA_VERSION,
         "recipe": {"name": recipe.name, "sha256": recipe.sha256, "resolved": recipe.resolved(), "source": recipe.source},
         "environment": environment(),
-        "task": data.task,
+        "task": task.report_name or task.kind,
         "metric": {"name": metric_name, "higher_is_better": higher, "split": cfg.evaluate.split,
                    "samples": len(split)},
         "models": models,
@@ -123,9 +126,9 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "passed": all(g["passed"] for g in gates),
         "total_seconds": round(total_seconds, 3),
     }
-    dataset_meta = {"task": data.task, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-                    "class_labels": data.class_labels, "preprocessing": data.preprocessing}
-    bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, targets=target_list)
+    dataset_meta = task.bundle_meta()
+    bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, snippets=task.snippets,
+                        targets=target_list)
     # what `check` compares the artifact against: the report's numbers belong to exactly these bytes
     models["deployed"]["sha256"] = sha256_file(bdir / "model.onnx")
     if (bdir / "model.onnx.data").exists():

@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +325,21 @@ def write_engines(bdir: Path, targets: Sequence[Target]) -> dict[str, Path | Non
             for t in targets}
 
 
-def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: dict, targets: list[Target]) -> Path:
-    """Fill `<run_dir>/bundle/` and return its path. Files are written atomically; the manifest goes last."""
+Snippets = Callable[[Mapping, Mapping, str], dict[str, str]]
+
+
+def image_snippets(spec: Mapping, meta: Mapping, mobile_file: str) -> dict[str, str]:
+    """usage/ files for one preprocessed float image in, class scores out (Python, Kotlin, Swift)."""
+    return {"predict.py": python_snippet(spec, meta), "EdgeModel.kt": kotlin_snippet(spec, meta, mobile_file),
+            "EdgeModel.swift": swift_snippet(spec, meta, mobile_file)}
+
+
+def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: dict, targets: list[Target],
+                 snippets: Snippets = image_snippets) -> Path:
+    """Fill `<run_dir>/bundle/` and return its path. Files are written atomically; the manifest goes last.
+
+    `snippets(spec, meta, mobile_file)` writes `usage/<name>` files; the task supplies it (`Task.snippets`),
+    since how an app prepares the inputs (an image, tokenized text) is the task's knowledge."""
     run_dir, onnx_path = Path(run_dir), Path(onnx_path)
     bdir = run_dir / "bundle"
     bdir.mkdir(parents=True, exist_ok=True)
@@ -351,9 +364,8 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
                 written.append(dst)
         pre["tokenizer_dir"] = "tokenizer"
     mobile_file = "model.ort" if ort_targets else "model.onnx"
-    written.append(write_text(bdir / "usage" / "predict.py", python_snippet(spec, dataset_meta)))
-    written.append(write_text(bdir / "usage" / "EdgeModel.kt", kotlin_snippet(spec, dataset_meta, mobile_file)))
-    written.append(write_text(bdir / "usage" / "EdgeModel.swift", swift_snippet(spec, dataset_meta, mobile_file)))
+    for name, text in snippets(spec, dataset_meta, mobile_file).items():
+        written.append(write_text(bdir / "usage" / name, text))
 
     dep = (report.get("models") or {}).get("deployed") or {}
     tinfo = report.get("targets") or {}

@@ -28,14 +28,16 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import ArrayData
+from ..data import Split
 from ..errors import UserError
-from ..evaluate import METRICS, score, torch_predictor
+from ..evaluate import torch_predictor
 from ..finite import describe, model_nonfinite
 from ..io import atomic_path
 from ..progress import track
+from ..tasks import Task
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# compute_loss(model, inputs, targets, idx): `inputs` are the batch's named input tensors
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 # on_step(epoch, global_step, total_steps), called before each step (temperature schedules, augmentation)
 StepHook = Callable[[int, int, int], None]
 
@@ -86,14 +88,14 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def fit(
     model: nn.Module,
-    train: ArrayData,
-    val: ArrayData,
+    train: Split,
+    val: Split,
     compute_loss: LossFn,
     cfg: TrainConfig,
     *,
     batch_size: int,
+    task: Task,
     seed: int = 0,
-    task: str = "classification",
     label: str = "train",
     checkpoint: Path | None = None,
     resume: bool = False,
@@ -103,7 +105,8 @@ def fit(
 ) -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
-    `compute_loss(model, x, y, idx)` gets the sample indices too, so a teacher-output cache can be read.
+    `compute_loss(model, inputs, y, idx)` gets the batch's named input tensors, its targets and the sample
+    indices (so a teacher-output cache can be read). The validation metric is the task's.
     `extra_params` are trained with the model but are not part of it (e.g. feature adapters).
     `state` holds the caller's stateful schedules; they are saved with each epoch checkpoint and restored on resume.
     Under torchrun, `compute_loss` receives the DistributedDataParallel wrapper: call it, do not unwrap it.
@@ -118,12 +121,11 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model)
     params = list(model.parameters()) + list(extra_params or [])
     optimizer = make_optimizer(params, cfg)
-    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    x, y = {k: torch.from_numpy(v) for k, v in train.inputs.items()}, torch.from_numpy(train.targets)
     idx = torch.arange(len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    higher = METRICS[task][1]
-    best_metric, best_epoch, best_state = -math.inf if higher else math.inf, -1, None
+    best_metric, best_epoch, best_state = task.metric.worst, -1, None
     history: list[dict[str, Any]] = []
     start_epoch, resumed_from, stale = 0, None, 0
     last_saved: int | None = None  # 1-based epoch of the last (finite) per-epoch checkpoint on disk
@@ -173,7 +175,7 @@ def fit(
                 group["lr"] = cfg.lr * lr_factor(cfg, global_step, total, warmup)
             if on_step is not None:
                 on_step(epoch, global_step, total)
-            loss = compute_loss(net, x[batch], y[batch], idx[batch])
+            loss = compute_loss(net, {k: v[batch] for k, v in x.items()}, y[batch], idx[batch])
             if not _finite_everywhere(loss, world):
                 raise diverged(f"loss became {loss.item()}", epoch, step)
             optimizer.zero_grad(set_to_none=True)
@@ -189,11 +191,14 @@ def fit(
             running += loss.item() * len(batch)
             count += len(batch)
         dd.broadcast_module_state(model)
-        metric = score(torch_predictor(model), val, task) if len(val) else -running / max(count, 1)
+        if len(val):
+            metric = task.score(torch_predictor(model, task), val)
+        else:  # no validation data: the training loss, signed so that "better" means what the metric means
+            metric = (-1.0 if task.metric.higher_is_better else 1.0) * running / max(count, 1)
         metric = dd.broadcast_float(metric)
         history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric,
                         "seconds": round(time.perf_counter() - epoch_start, 4)})
-        improved = metric > best_metric if higher else metric < best_metric
+        improved = task.metric.better(metric, best_metric)
         if improved or best_state is None:
             best_metric, best_epoch, best_state = metric, epoch + 1, copy.deepcopy(model.state_dict())
             stale = 0
