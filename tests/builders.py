@@ -1,4 +1,5 @@
-"""Model builders that tests name as `tests.builders:function` (run with PYTHONPATH at the project root).
+"""Model builders that tests name as `tests.builders:function` (PYTHONPATH at the project root, and
+`--import tests.builders` or EDGEDISTILL_IMPORT=tests.builders, as a user would).
 
 Each stands for a model someone else wrote: it returns what that model returns (a Hugging Face output
 object, a dict, something unusable), not what edgedistill would prefer."""

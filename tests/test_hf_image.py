@@ -50,5 +50,5 @@ def test_hf_resnet_teacher_and_mobilenet_student_on_mnist(tmp_path):
 def test_module_function_builder_returning_hf_outputs_as_student(tmp_path):
     """A user's `module:function` builder returning a Hugging Face model (output objects, not tensors)."""
     report = _compress_and_verify(tmp_path, "{name: cnn, channels: [8, 16]}", "{name: 'tests.builders:hf_resnet'}",
-                                  env={"PYTHONPATH": str(ROOT)})
+                                  env={"PYTHONPATH": str(ROOT), "EDGEDISTILL_IMPORT": "tests.builders"})
     assert report["models"]["student"]["params"] > 0

@@ -84,7 +84,7 @@ class QuantizeConfig(Strict):
         Measured with torchao 0.18: the same path fails for BERT inside the quantizer's linear annotation."""
         task = getattr(recipe, "task", None) or "image_classification"
         if isinstance(task, dict | BaseModel):  # a task section rather than a bare name
-            task = (task.get("name") if isinstance(task, dict) else getattr(task, "name", None)) or ""
+            task = (task.get("kind") if isinstance(task, dict) else getattr(task, "kind", None)) or ""
         if self.method == "qat" and task not in QAT_TASKS:
             return (("method",), f'QAT is not supported for the task "{task}" (the PT2E x86 quantizer handles '
                     "convolutional image models only; it fails on transformer layers)",
