@@ -104,12 +104,14 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     from edgedistill.quantize.presets import PRESETS
     from edgedistill.quantize.ptq import preprocess, quantize_static_qdq
     from edgedistill.recipe import load_recipe
+    from edgedistill.tasks import build_task
 
     if not data_dir.exists():
         raise SystemExit(f"MNIST not found at {data_dir}; pass --data-root")
     overrides = [f"data.path={data_dir}", *(QUICK if quick else [])]
     recipe = load_recipe(str(RECIPE), overrides)
     data = load_dataset(recipe.config.data)
+    task = build_task(recipe.config.task, data)
     teacher_ckpt = cached_teacher(recipe, data, data_dir, work)
 
     run_dir = work / ("pipeline_quick" if quick else "pipeline")
@@ -135,7 +137,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
                                                preset=PRESETS["x86_vnni"], per_channel=True)
     files["pipeline"] = copy_onnx(run_dir / "bundle" / "model.onnx", files_dir / "pipeline.onnx")[0]
 
-    metrics = {name: evaluate_onnx(path, data.test) for name, path in files.items()}
+    metrics = {name: evaluate_onnx(path, data.test, task) for name, path in files.items()}
     macs = {name: hardware.count_macs(path) for name, path in files.items()}
     feeds = {b: {"input": np.ascontiguousarray(data.test.x[:b])} for b in (1, 32)}
     runs = runs or (20 if quick else 300)
