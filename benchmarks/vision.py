@@ -34,7 +34,7 @@ def _sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
-def cached_teacher(recipe, data, data_dir: Path, work: Path) -> Path:
+def cached_teacher(recipe, data, task, data_dir: Path, work: Path) -> Path:
     """Train the recipe's teacher once (the toolchain's own trainer); later runs reuse the file."""
     from edgedistill.io import save_weights
     from edgedistill.teacher import prepare_teacher
@@ -52,7 +52,7 @@ def cached_teacher(recipe, data, data_dir: Path, work: Path) -> Path:
         tmp = work / "teachers" / "train"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        model, record = prepare_teacher(cfg.teacher, data, seed=cfg.seed, batch_size=cfg.data.batch_size,
+        model, record = prepare_teacher(cfg.teacher, data, task, seed=cfg.seed, batch_size=cfg.data.batch_size,
                                         stage_dir=tmp, resume=False)
         save_weights(model, path)
         path.with_suffix(".json").write_text(json.dumps(record.to_json(), indent=1, default=str))
@@ -112,7 +112,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     recipe = load_recipe(str(RECIPE), overrides)
     data = load_dataset(recipe.config.data)
     task = build_task(recipe.config.task, data)
-    teacher_ckpt = cached_teacher(recipe, data, data_dir, work)
+    teacher_ckpt = cached_teacher(recipe, data, task, data_dir, work)
 
     run_dir = work / ("pipeline_quick" if quick else "pipeline")
     if reuse_run and (run_dir / "report.json").exists():
