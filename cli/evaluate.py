@@ -15,10 +15,15 @@ from .main import cli
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--data", "data_spec", required=True, metavar="SPEC",
-              help="dataset: a built-in name (digits) or NAME:PATH (mnist:../shared/data/mnist, npz:file.npz)")
+              help="dataset: a built-in name (digits) or NAME:PATH (mnist:../shared/data/mnist, npz:file.npz, "
+                   "sts:../shared/data/stsb with --tokenizer)")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--tokenizer", default=None, metavar="DIR",
+              help="text data (sts:, text_corpus:, text_labelled:): the tokenizer folder, e.g. a bundle's tokenizer/")
+@click.option("--max-length", type=click.IntRange(2, 8192), default=128, show_default=True,
+              help="text data: tokens per text")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
+def evaluate(model: str, data_spec: str, split: str, tokenizer: str | None, max_length: int, as_json: bool) -> None:
     """Score an exported ONNX file on a dataset by running it in ONNX Runtime."""
     from edgedistill.data import load_dataset, parse_data_spec
     from edgedistill.data.check import check_outputs
@@ -28,7 +33,10 @@ def evaluate(model: str, data_spec: str, split: str, as_json: bool) -> None:
     path = Path(model)
     if not path.exists():
         raise UserError("model file not found", where=str(path), fix="pass the path of an .onnx file")
-    data = load_dataset(parse_data_spec(data_spec))
+    spec = parse_data_spec(data_spec)
+    if tokenizer:
+        spec = spec.model_copy(update={"tokenizer": tokenizer, "max_length": max_length})
+    data = load_dataset(spec)
     samples = data.split(split)
     if not len(samples):
         raise UserError(f"the {split} split is empty", where=f"--split {split}", fix="choose another split")

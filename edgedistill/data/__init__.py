@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import digits as _digits  # noqa: F401  (registers "digits")
 from . import mnist as _mnist  # noqa: F401  (registers "mnist")
 from . import npz as _npz  # noqa: F401  (registers "npz")
+from . import text as _text  # noqa: F401  (registers "sts", "text_corpus", "text_labelled"; tokenizers load lazily)
 from .base import (
     DATASETS,
     INPUT,

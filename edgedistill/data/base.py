@@ -16,8 +16,13 @@ from ..errors import UserError, did_you_mean
 class DataConfig(Strict):
     """The recipe's `data:` section."""
 
-    name: str = Field(description="dataset loader: digits, mnist, npz")
+    name: str = Field(description="dataset loader: digits, mnist, npz, sts, text_corpus, text_labelled")
     path: str | None = Field(None, description="file or folder for loaders that read from disk")
+    test_path: str | None = Field(None, description="text loaders: the file of the evaluation split (STS pairs or labelled text)")
+    tokenizer: str | None = Field(None, description="text loaders: tokenizer folder (a model directory works) or a model package name")
+    max_length: int = Field(128, ge=2, le=8192, description="text loaders: tokens per text (truncated; padded to the longest)")
+    text_field: str = Field("text", description="text_labelled: the column / JSON key holding the text")
+    label_field: str = Field("label", description="text_labelled: the column / JSON key holding the label")
     val_fraction: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training data held out for validation")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share held out for the final test (digits only)")
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
@@ -77,6 +82,7 @@ class Dataset:
     num_classes: int
     class_labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None  # text data: the tokenizer its inputs were made with (the bundle ships it)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

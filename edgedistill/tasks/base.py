@@ -214,7 +214,8 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 # Task modules are imported for registration only; each keeps torch out of its module level.
-BUILTIN_TASK_MODULES: tuple[str, ...] = ("edgedistill.tasks.image_classification",)
+BUILTIN_TASK_MODULES: tuple[str, ...] = ("edgedistill.tasks.image_classification", "edgedistill.tasks.text_classification",
+                                          "edgedistill.tasks.text_embedding")
 
 
 def load_tasks() -> dict[str, type[Task]]:
