@@ -33,10 +33,11 @@ class TeacherConfig(Strict):
 
     model: dict[str, Any] = Field(description="model spec: {name: cnn, channels: [...]}")
     checkpoint: str | None = Field(None, description=".safetensors or a torch state_dict file")
-    train: TrainConfig | None = Field(None, description="train it here with cross-entropy when there is no checkpoint")
+    train: TrainConfig | None = Field(None, description="train it here with the task's label loss when there is no checkpoint; with neither, the builder's weights are used (pretrained hf models)")
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherConfig:
-        if (self.checkpoint is None) == (self.train is None):
-            raise ValueError("give exactly one of checkpoint or train (set the other to null)")
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("give at most one of checkpoint or train (set the other to null); with neither, the "
+                             "model keeps the weights its builder gives it (a pretrained `hf` path or package)")
         return self

@@ -82,9 +82,10 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
     return same
 
 
-def _restore(stage_dir: Path, data: Dataset, task: Task):
+def _restore(stage_dir: Path, data: Dataset, task: Task, teacher=None):
     spec = json.loads((stage_dir / "spec.json").read_text())
-    model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task)
+    model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task,
+                        teacher=teacher)
     load_weights(model, stage_dir / "model.safetensors")
     saved = json.loads((stage_dir / "record.json").read_text())
     return model.eval(), spec, saved.get("onnx")
@@ -152,7 +153,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         key = recipe.stage_key(i - 1)
         record = None if (rerun or not resume) else _load_record(sdir, key)
         if record is not None:
-            model, mspec, onnx_rel = _restore(sdir, data, task)
+            model, mspec, onnx_rel = _restore(sdir, data, task, teacher)
             state = ModelState(model, mspec, teacher, tspec, run_dir / onnx_rel if onnx_rel else None,
                                [*state.lineage, record])
             skipped.append(sdir.name)

@@ -72,7 +72,7 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     BertTokenizerFast folder, so tiny BERTs built from a config have a real vocabulary."""
     if not (STSB / "sts-train.csv").exists():
         pytest.skip("needs ../shared/data/stsb")
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 
     from edgedistill.data.text_files import read_sts, sts_sentences
@@ -83,6 +83,9 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(sts_sentences(read_sts(STSB / "sts-train.csv")),
                             trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(  # [CLS] ... [SEP], as BERT tokenizers do
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                              sep_token="[SEP]", mask_token="[MASK]")
     folder = tmp_path_factory.mktemp("tokenizer")

@@ -13,18 +13,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..train import distributed as dd
 from ..train import fit
 from .augment import apply_shifts, epoch_shifts
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
-from .losses import LOGIT_LOSSES, standardize
+from .losses import LOGIT_LOSSES, OUTPUT_LOSSES, standardize
 from .schedules import TemperatureState
 
 
-def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe) -> list[FeatureTerm]:
+def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe, task=None) -> list[FeatureTerm]:
     terms = []
-    for i, term in enumerate(cfg.loss_terms()):
+    for i, term in enumerate(cfg.loss_terms(task)):
         if term.name not in FEATURE_LOSSES:
             continue
         where = f"losses.{i}"
@@ -55,9 +56,14 @@ def train_student(
     t0 = time.perf_counter()
     data, recipe, task = ctx.data, ctx.recipe.config, ctx.task
     batch_size = cfg.train.batch_size or recipe.data.batch_size
-    terms = cfg.loss_terms()
+    terms = cfg.loss_terms(task)
     logit_terms = [t for t in terms if t.name in LOGIT_LOSSES]
-    needs_teacher = any(t.name != "ce" for t in logit_terms)
+    output_terms = [t for t in terms if t.name in OUTPUT_LOSSES]
+    if logit_terms and getattr(task, "default_distill_loss", None):
+        raise UserError(f'{task.kind} has no class logits: the loss terms {", ".join(t.name for t in logit_terms)} '
+                        "do not apply", where=f"stages.{ctx.index - 1}.losses",
+                        fix="use embedding_mse or embedding_cosine (the default), or feature terms")
+    needs_teacher = any(t.name != "ce" for t in logit_terms) or bool(output_terms)
     temp = TemperatureState(cfg.temperature, cfg.temperature_schedule)
     transform = standardize if cfg.standardize else None
     aug = cfg.augment
@@ -72,7 +78,7 @@ def train_student(
         return {k: apply_shifts(v, shifts) for k, v in x.items()}  # only image-shaped inputs move
 
     # features: recorders on both networks, connectors sized by one dry forward pass
-    feature_terms = _feature_terms(cfg, student, teachers[0], probe)
+    feature_terms = _feature_terms(cfg, student, teachers[0], probe, task)
     s_rec = Recorder(student, [s for ft in feature_terms for s, _ in ft.pairs]) if feature_terms else None
     t_rec = Recorder(teachers[0], [t for ft in feature_terms for _, t in ft.pairs]) if feature_terms else None
     connectors = nn.ModuleList()
@@ -147,14 +153,19 @@ def train_student(
         loss = s.new_zeros(())
         if needs_teacher or feature_terms:
             targets = [teacher_targets(k, x, idx) for k in range(len(teachers))]
-            p = teacher_probs(targets, t)
             s_kd = standardize(s) if cfg.standardize else s
+            if logit_terms:
+                p = teacher_probs(targets, t)
             for term in logit_terms:
                 logits = s if term.name == "ce" else s_kd
                 loss = loss + term.weight * LOGIT_LOSSES[term.name](logits, p, y, t, term.skew)
+            if output_terms:  # the teachers' raw outputs (dense targets hold them), weighted like their probabilities
+                ref = sum(w / total_w * tg.a for w, tg in zip(weights, targets, strict=True))
+                for term in output_terms:
+                    loss = loss + term.weight * OUTPUT_LOSSES[term.name](s, ref)
             for ft in feature_terms:
                 loss = loss + ft(s_rec.outputs, t_rec.outputs)
-            if cfg.temperature_schedule.kind == "dynamic":
+            if cfg.temperature_schedule.kind == "dynamic" and logit_terms:
                 with torch.no_grad():
                     temp.observe_gap(LOGIT_LOSSES["kl"](s_kd, teacher_probs(targets, 1.0), y, 1.0, 0.0).item())
         else:

@@ -114,3 +114,30 @@ def hinton_kd(
     if alpha >= 1.0:
         return soft
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+# ---------------------------------------------------------------- output terms: the task's output itself
+
+
+OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OUTPUT_LOSSES: dict[str, OutputLoss] = {}
+
+
+def register_output_loss(name: str) -> Callable[[OutputLoss], OutputLoss]:
+    def deco(fn: OutputLoss) -> OutputLoss:
+        OUTPUT_LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+@register_output_loss("embedding_mse")
+def embedding_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's and the teacher's output vectors (a sentence embedding)."""
+    return F.mse_loss(s, t)
+
+
+@register_output_loss("embedding_cosine")
+def embedding_cosine(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """1 − cos(student, teacher), batch mean: the direction only, which a normalised embedding keeps."""
+    return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()

@@ -24,6 +24,7 @@ from .schedules import TemperatureSchedule
 from .strategies import StrategyConfig
 
 LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce")
+OUTPUT_TERMS = ("embedding_mse", "embedding_cosine")  # the task's output vector itself (text_embedding)
 FEATURE_TERMS = ("mse", "cosine", "attention", "rkd_distance", "rkd_angle")
 # Sparse Logit Sampling gives an unbiased estimate of the teacher's probabilities; only losses whose gradient
 # is linear in them (forward KL, label CE) stay unbiased. rkl is refused for every sparse mode (log 0).
@@ -34,7 +35,9 @@ class LossTerm(Strict):
     """One weighted term of the loss. Feature terms name their layers, or ask for `evenly` spaced ones."""
 
     name: Literal["kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "mse", "cosine", "attention", "rkd_distance",
-                  "rkd_angle"] = Field(description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle")
+                  "rkd_angle", "embedding_mse", "embedding_cosine"] = Field(
+        description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle; "
+                    "output (text_embedding, the default there): embedding_mse embedding_cosine")
     weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
     skew: float = Field(0.1, ge=0, le=1, description="skew_kl / skew_rkl: the mixing weight a")
     student_layers: list[str] | None = Field(None, description="feature terms: student module names (model.named_modules())")
@@ -55,9 +58,13 @@ class DistillConfig(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="random augmentation of training inputs")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training of each student")
 
-    def loss_terms(self) -> list[LossTerm]:
+    def loss_terms(self, task: Any = None) -> list[LossTerm]:
+        """The recipe's terms; by default Hinton KD, or the task's own default (MSE to the teacher's embedding)."""
         if self.losses is not None:
             return self.losses
+        default = getattr(task, "default_distill_loss", None)
+        if default:
+            return [LossTerm(name=default, weight=1.0)]
         alpha = 0.9 if self.alpha is None else self.alpha
         terms = [LossTerm(name="kl", weight=alpha)]
         if alpha < 1:
@@ -75,8 +82,8 @@ class DistillConfig(Strict):
         sparse = self.cache.enabled and self.cache.mode != "dense"
         for i, term in enumerate(self.loss_terms()):
             has_layers = term.student_layers is not None or term.teacher_layers is not None
-            if term.name in LOGIT_TERMS and (has_layers or term.evenly):
-                return (("losses", i), f'"{term.name}" is a logit loss and takes no layers',
+            if term.name in (*LOGIT_TERMS, *OUTPUT_TERMS) and (has_layers or term.evenly):
+                return (("losses", i), f'"{term.name}" compares the model outputs and takes no layers',
                         "remove student_layers/teacher_layers/evenly, or use a feature loss")
             if term.name in FEATURE_TERMS:
                 if bool(term.evenly) == has_layers:
@@ -85,6 +92,9 @@ class DistillConfig(Strict):
                 if has_layers and len(term.student_layers or []) != len(term.teacher_layers or []):
                     return (("losses", i, "teacher_layers"), "student_layers and teacher_layers must have the same length",
                             "pair each student layer with one teacher layer")
+            if term.name in OUTPUT_TERMS and sparse:
+                return (("cache", "mode"), f'"{term.name}" needs the teacher\'s full output, not {self.cache.mode}',
+                        "use cache.mode: dense")
             if term.name == "rkl" and sparse:
                 return (("cache", "mode"), f"reverse KL needs dense teacher probabilities, not {self.cache.mode}",
                         "use cache.mode: dense, or skew_rkl (which mixes the student in and stays finite)")
@@ -153,7 +163,7 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
             student = state.model  # "omit student to keep training the current model"
         else:
             torch.manual_seed(recipe.seed + i)  # a student's initial weights depend only on the seed and its step
-            student = build_model(step.spec, data.input_shape, data.num_classes, task=ctx.task)
+            student = build_model(step.spec, data.input_shape, data.num_classes, task=ctx.task, teacher=state.teacher)
         step_teachers = teachers if step.teacher == -1 else [trained[step.teacher].eval()]
         for p in (step_teachers[0].parameters() if step.teacher != -1 else []):
             p.requires_grad_(False)

@@ -94,11 +94,11 @@ def probe_recipe(recipe: Any, data: Dataset, task: Task, where: Callable[[tuple]
     from . import build_model
 
     locate = where or getattr(recipe, "where", None) or (lambda loc: ".".join(map(str, loc)))
-    count = 0
+    count, teacher = 0, None
     for loc, spec in recipe_model_specs(recipe.config):
         with torch.random.fork_rng():  # the probe must not change any later random draw
             try:
-                model = build_model(spec, data.input_shape, data.num_classes, task=task)
+                model = build_model(spec, data.input_shape, data.num_classes, task=task, teacher=teacher)
             except UserError as exc:
                 raise UserError(exc.message, where=locate(loc), fix=exc.fix) from None
             except Exception as exc:  # a builder that fails on the data's shape
@@ -106,5 +106,7 @@ def probe_recipe(recipe: Any, data: Dataset, task: Task, where: Callable[[tuple]
                 raise UserError(f"the model could not be built for this data: {first}", where=locate(loc),
                                 fix="check the model spec's arguments") from None
             probe_model(model, task, data, locate(loc))
+        if loc == ("teacher", "model"):
+            teacher = model  # students derived from the teacher (hf_derived) are built from it
         count += 1
     return count

@@ -167,7 +167,7 @@ def check_model_config(spec: Any, where: str) -> None:
 
 
 def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                where: str = "model", task: Any = None) -> nn.Module:
+                where: str = "model", task: Any = None, teacher: nn.Module | None = None) -> nn.Module:
     """Build a fresh module from a spec and the data's shape; pruned specs replay their pruning plan.
 
     Builders that accept `task` get the run's task object (Hugging Face builders pick their Auto class and
@@ -183,6 +183,8 @@ def build_model(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes:
     data_args = {"input_shape": tuple(input_shape), "num_classes": num_classes}
     if task is not None:
         data_args["task"] = task
+    if teacher is not None and "teacher" in params:  # only builders that derive a student from it ask for it
+        kwargs.setdefault("teacher", teacher)
     for key, value in data_args.items():
         if key in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs.setdefault(key, value)

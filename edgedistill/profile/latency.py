@@ -106,6 +106,19 @@ def real_feed(samples: Mapping[str, np.ndarray] | None, batch: int) -> dict[str,
     return {k: np.ascontiguousarray(v[:batch]) for k, v in samples.items()}
 
 
+def fit_sequence(samples: Mapping[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """Token inputs (2-D integer arrays) cut or padded to `length` tokens, so a text model is timed at the
+    sequence length a target asks for. Padding is id 0 with attention mask 0 (BERT's [PAD]); the encoder still
+    computes every position, so the time is that of `length` tokens."""
+    out = {}
+    for k, v in samples.items():
+        v = np.asarray(v)
+        if v.ndim == 2 and np.issubdtype(v.dtype, np.integer):
+            v = v[:, :length] if v.shape[1] >= length else np.pad(v, ((0, 0), (0, length - v.shape[1])))
+        out[k] = np.ascontiguousarray(v)
+    return out
+
+
 def profile_on_first_target(
     files: Mapping[str, str | Path],
     target_names: Sequence[str],

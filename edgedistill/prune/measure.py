@@ -20,7 +20,7 @@ from ._tp import torch_pruning
 LATENCY_KEYS = ("p50_ms", "p90_ms", "mean_ms", "std_ms", "cv", "runs", "batch", "threads")
 
 
-def macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+def macs_params(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> tuple[int, int]:
     """Multiply-accumulates of one forward pass (Torch-Pruning's counter) and the parameter count."""
     tp = torch_pruning()
     macs, params = tp.utils.count_ops_and_params(model, example)

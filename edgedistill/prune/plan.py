@@ -25,8 +25,10 @@ PLAN_VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64, "int32": torch.int32}
 
 
-def input_spec(example: torch.Tensor) -> dict[str, Any]:
-    """How to rebuild an example input for tracing: shape and dtype (values do not matter to the graph)."""
+Example = torch.Tensor | dict[str, torch.Tensor]  # one input, or named inputs passed as keywords (text models)
+
+
+def _tensor_spec(example: torch.Tensor) -> dict[str, Any]:
     dtype = str(example.dtype).removeprefix("torch.")
     if dtype not in _DTYPES:
         raise UserError(f"cannot record a pruning plan for inputs of dtype {dtype}", where="prune",
@@ -34,13 +36,33 @@ def input_spec(example: torch.Tensor) -> dict[str, Any]:
     return {"shape": [1, *example.shape[1:]], "dtype": dtype}
 
 
-def example_input(plan: dict[str, Any], input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """A zero tensor shaped like the plan's recorded input (zeros are valid token ids as well as pixels)."""
+def input_spec(example: Example) -> dict[str, Any]:
+    """How to rebuild an example input for tracing: shape and dtype (values do not matter to the graph)."""
+    if isinstance(example, dict):
+        return {"inputs": {k: _tensor_spec(v) for k, v in example.items()}}
+    return _tensor_spec(example)
+
+
+def _ones_or_zeros(spec: dict[str, Any]) -> torch.Tensor:
+    # ones: a valid token id and a full attention mask (an all-zero mask would hide every token from the trace)
+    fill = torch.ones if spec["dtype"].startswith("int") else torch.zeros
+    return fill(spec["shape"], dtype=_DTYPES[spec["dtype"]])
+
+
+def example_input(plan: dict[str, Any], input_shape: tuple[int, ...] | None = None) -> Example:
+    """An input shaped like the plan's recorded one (values do not matter to the traced graph)."""
     spec = plan.get("input") or {"shape": [1, *(input_shape or ())], "dtype": "float32"}
+    if "inputs" in spec:
+        return {k: _ones_or_zeros(v) for k, v in spec["inputs"].items()}
     return torch.zeros(spec["shape"], dtype=_DTYPES[spec["dtype"]])
 
 
-def empty_plan(example: torch.Tensor) -> dict[str, Any]:
+def call(model: nn.Module, example: Example) -> Any:
+    """Run `model` on an example: named inputs go in as keywords."""
+    return model(**example) if isinstance(example, dict) else model(example)
+
+
+def empty_plan(example: Example) -> dict[str, Any]:
     return {"version": PLAN_VERSION, "input": input_spec(example), "groups": [], "attrs": {}}
 
 
@@ -74,7 +96,7 @@ def _module(model: nn.Module, name: str) -> nn.Module:
                         where="spec.prune_plan", fix="rebuild the model from the spec it was pruned from") from None
 
 
-def build_graph(model: nn.Module, example: torch.Tensor, output_transform: Callable | None = None) -> Any:
+def build_graph(model: nn.Module, example: Example, output_transform: Callable | None = None) -> Any:
     """Torch-Pruning's dependency graph, traced in eval mode so BatchNorm statistics are left untouched."""
     tp = torch_pruning()
     was_training = model.training
@@ -120,11 +142,13 @@ def pruned_copy(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
 
 
 def is_hf(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("transformers")
+    """A Hugging Face model, or a wrapper around one (the sentence encoder holds its transformer as `.encoder`)."""
+    return any(type(m).__module__.startswith("transformers") for m in (model, *model.children()))
 
 
 def traced_output(model: nn.Module) -> Callable[[Any], torch.Tensor] | None:
     """Hugging Face models return output objects (logits or last hidden state first); the tracer needs one tensor."""
     if is_hf(model):
-        return lambda out: out[0] if isinstance(out, tuple | list) else next(iter(out.values()))
+        return lambda out: out if isinstance(out, torch.Tensor) else (
+            out[0] if isinstance(out, tuple | list) else next(iter(out.values())))
     return None

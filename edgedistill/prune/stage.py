@@ -129,7 +129,10 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
     task, where = ctx.task, f"stage {ctx.index} (prune)"
     unpruned = state.model.eval()
     model = copy.deepcopy(unpruned)
-    example = torch.from_numpy(data.train.x[:1])
+    # one real row: a tensor for single-input models, named tensors (passed as keywords) for text models
+    example = task.to_torch(task.feed(data.train, slice(0, 1)))
+    if len(example) == 1:
+        example = next(iter(example.values()))
     macs_before, params_before = macs_params(model, example)
     metric_before = evaluate_torch(model, data.val, task)
     batch_size = (cfg.recover.train.batch_size if cfg.recover else None) or recipe.data.batch_size
@@ -163,7 +166,7 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
                 ratios, details["allocation"] = latency_allocation(
                     model, example, ratio=cfg.ratio, probe_ratio=cfg.probe_ratio, round_to=cfg.round_to,
                     max_layer_ratio=cfg.max_layer_ratio, ignore=cfg.ignore, work_dir=ctx.stage_dir / "probes",
-                    input_shape=data.input_shape, recipe_cfg=recipe, samples=data.test.inputs)
+                    input_shape=data.input_shape, recipe_cfg=recipe, samples=task.feed(data.test, slice(None)))
             else:
                 details["allocation"] = {"mode": cfg.allocation}
             ratios.update(cfg.layer_ratios)
@@ -232,7 +235,7 @@ def run_prune(state: ModelState, cfg: PruneConfig, ctx: RunContext) -> ModelStat
     macs_after, params_after = macs_params(model, example)
     files = {"unpruned": export_onnx(unpruned, ctx.stage_dir / "unpruned.onnx", task),
              "pruned": export_onnx(model, ctx.stage_dir / "pruned.onnx", task)}
-    latency = compare_latency(files, recipe, data.test.inputs)
+    latency = compare_latency(files, recipe, task.feed(data.test, slice(None)))
     if "skipped" not in latency:
         latency["p50_ratio"] = round(latency["pruned"]["p50_ms"] / latency["unpruned"]["p50_ms"], 4)
     metric_after = evaluate_torch(model, data.val, task)

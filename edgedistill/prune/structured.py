@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import UserError
 from ._tp import torch_pruning
-from .plan import build_graph, empty_plan, is_hf, record_group, traced_output
+from .plan import Example, build_graph, call, empty_plan, is_hf, record_group, traced_output
 
 if TYPE_CHECKING:
     from ..tasks import Task
@@ -49,7 +49,7 @@ def make_importance(name: str) -> Any:
     raise UserError(f'unknown importance "{name}"', where="prune.importance", fix=f"use one of: {', '.join(IMPORTANCE)}")
 
 
-def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+def output_layers(model: nn.Module, example: Example) -> list[nn.Module]:
     """The last Linear/Conv layer to run: its outputs are the model's classes, so it must keep every one."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
@@ -58,7 +58,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     model.eval()
     try:
         with torch.no_grad():
-            model(example)
+            call(model, example)
     finally:
         model.train(was_training)
         for h in hooks:
@@ -102,7 +102,7 @@ def _taylor_gradients(model: nn.Module, batches: list[tuple[Any, torch.Tensor]],
 
 def prune_structured(
     model: nn.Module,
-    example: torch.Tensor,
+    example: Example,
     *,
     ratio: float,
     importance: str = "l2",
@@ -206,7 +206,7 @@ def _width(m: nn.Module) -> int | None:
     return None
 
 
-def prunable_layers(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def prunable_layers(model: nn.Module, example: Example) -> dict[str, int]:
     """Root layers of the pruning groups (name -> output channels), what `layer_ratios` keys refer to.
 
     One name per group: layers coupled by a residual add share a group and so share one ratio.

@@ -147,7 +147,8 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
 
     def build(excluded: list[str], out: Path) -> Path:
         if method == "static":
-            return quantize_static_qdq(pre, out, data.train.inputs, calib_idx, preset=preset, per_channel=per_channel,
+            return quantize_static_qdq(pre, out, task.feed(data.train, slice(None)), calib_idx, preset=preset,
+                                       per_channel=per_channel,
                                        method=cal.method, batch_size=cal.batch_size,
                                        max_batches_in_memory=cal.max_batches_in_memory, percentile=cal.percentile,
                                        entropy_bins=cal.entropy_bins,
@@ -218,7 +219,7 @@ def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path:
     files = {"float": float_path, precision: quant_path}
     files.update({f"step{i}": s.path for i, s in enumerate(steps)})
     recipe = ctx.recipe.config
-    samples = (ctx.data.val if len(ctx.data.val) else ctx.data.train).inputs
+    samples = ctx.task.feed(ctx.data.val if len(ctx.data.val) else ctx.data.train, slice(None))
     target, stats, reasons = profile_on_first_target(files, recipe.targets, recipe.profile, samples)
     if target is None:
         details["latency"] = {"measured": False, "reason": "; ".join(reasons)}

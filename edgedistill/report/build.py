@@ -42,9 +42,12 @@ def _params(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def latency_key(target: str, batch: int, first_batch: int) -> str:
-    """The contract keys latency by target name (its first batch size); other batch sizes get `<target>@b<N>`."""
-    return target if batch == first_batch else f"{target}@b{batch}"
+def latency_key(target: str, batch: int, first_batch: int, sequence: int | None = None,
+                first_sequence: int | None = None) -> str:
+    """The contract keys latency by target name (its first batch size and sequence length); other batch sizes
+    get `<target>@b<N>`, other sequence lengths `<target>@s<L>` (both: `<target>@b<N>s<L>`)."""
+    suffix = (f"b{batch}" if batch != first_batch else "") + (f"s{sequence}" if sequence != first_sequence else "")
+    return f"{target}@{suffix}" if suffix else target
 
 
 def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
@@ -69,7 +72,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     from ..export import export_onnx
     from ..export.onnx import copy_onnx
     from ..profile import profile_models
-    from ..profile.latency import real_feed
+    from ..profile.latency import fit_sequence, real_feed
     from ..target import availability, load_target
     from .bundle import write_bundle
     from .html import write_html
@@ -103,12 +106,15 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         if not usable:
             continue
         batches = [cfg.profile.batch] if cfg.profile.batch else target.batch_sizes
-        for batch in batches:
-            feed = real_feed(data.test.inputs, batch)
+        tokens = any("sequence" in s.dims for s in task.inputs)  # text: the target may ask for token lengths
+        seqs: list[int | None] = list(target.sequence_lengths) if tokens and target.sequence_lengths else [None]
+        samples = task.feed(data.test, slice(None))
+        for batch, seq in ((b, s) for b in batches for s in seqs):
+            feed = real_feed(samples if seq is None else fit_sequence(samples, seq), batch)
             result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
-                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed)
+                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed, sequence=seq)
             for name, stats in result.items():
-                models[name]["latency"][latency_key(target.name, batch, batches[0])] = stats
+                models[name]["latency"][latency_key(target.name, batch, batches[0], seq, seqs[0])] = stats
 
     gates = evaluate_gates(cfg.gates, models, higher)
     report: dict[str, Any] = {

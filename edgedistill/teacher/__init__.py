@@ -34,6 +34,8 @@ def prepare_teacher(
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint, where=f"{where}.checkpoint")
         details["source"] = str(cfg.checkpoint)
+    elif cfg.train is None:
+        details["source"] = "builder"  # the weights the spec's builder loaded (a pretrained hf model) or made
     else:
         train: TrainConfig = cfg.train
         result = fit(

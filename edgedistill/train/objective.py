@@ -20,12 +20,18 @@ if TYPE_CHECKING:
 
 def kd_loss(task: Task, student_out: dict[str, torch.Tensor], teacher_out: dict[str, torch.Tensor],
             targets: torch.Tensor, temperature: float, alpha: float, term: str = "kl") -> torch.Tensor:
-    """alpha · LOGIT_LOSSES[term](student, teacher probabilities at T) + (1 − alpha) · label loss."""
+    """alpha · LOGIT_LOSSES[term](student, teacher probabilities at T) + (1 − alpha) · label loss.
+
+    A task without class logits (text_embedding) matches the teacher's output with its own default output loss
+    (MSE to the teacher's embedding) instead; it has no labels to mix in."""
     import torch.nn.functional as F
 
-    from ..distill.losses import LOGIT_LOSSES
+    from ..distill.losses import LOGIT_LOSSES, OUTPUT_LOSSES
 
     s, t = task.primary(student_out), task.primary(teacher_out)
+    output_loss = getattr(task, "default_distill_loss", None)
+    if output_loss:
+        return OUTPUT_LOSSES[output_loss](s, t)
     soft = LOGIT_LOSSES[term](s, F.softmax(t / temperature, dim=-1), targets, temperature, 0.0)
     if alpha >= 1.0:
         return soft
