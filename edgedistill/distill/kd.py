@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import UserError
 from ..train import distributed as dd
 from ..train import fit
+from . import transformer_losses as _transformer_losses  # noqa: F401  (registers the output losses)
 from .augment import apply_shifts, epoch_shifts
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced

@@ -117,6 +117,7 @@ def hinton_kd(
 
 
 # ---------------------------------------------------------------- output terms: the task's output itself
+# (embedding_mse and embedding_cosine register from transformer_losses.py; `kd` and the shared objective import it)
 
 
 OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -130,14 +131,3 @@ def register_output_loss(name: str) -> Callable[[OutputLoss], OutputLoss]:
 
     return deco
 
-
-@register_output_loss("embedding_mse")
-def embedding_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the student's and the teacher's output vectors (a sentence embedding)."""
-    return F.mse_loss(s, t)
-
-
-@register_output_loss("embedding_cosine")
-def embedding_cosine(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """1 − cos(student, teacher), batch mean: the direction only, which a normalised embedding keeps."""
-    return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()

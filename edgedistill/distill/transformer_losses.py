@@ -28,16 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .losses import kd_kl
+from .losses import kd_kl, register_output_loss
 
 # ---------------------------------------------------------------- pooled embedding
 
 
+@register_output_loss("embedding_mse")
 def embedding_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the [batch, dim] embeddings, mean over batch and dimensions."""
     return F.mse_loss(s, t)
 
 
+@register_output_loss("embedding_cosine")
 def embedding_cosine(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """1 − cos(s, t), batch mean (ignores the norm, which a normalised embedder throws away anyway)."""
     return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()

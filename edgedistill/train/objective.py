@@ -26,6 +26,7 @@ def kd_loss(task: Task, student_out: dict[str, torch.Tensor], teacher_out: dict[
     (MSE to the teacher's embedding) instead; it has no labels to mix in."""
     import torch.nn.functional as F
 
+    from ..distill import transformer_losses  # noqa: F401  (registers the output losses)
     from ..distill.losses import LOGIT_LOSSES, OUTPUT_LOSSES
 
     s, t = task.primary(student_out), task.primary(teacher_out)
