@@ -19,7 +19,9 @@ def _type_name(ann: Any) -> str:
     if origin is typing.Literal:
         return " \\| ".join(repr(a).replace("'", "") for a in typing.get_args(ann))
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(_type_name(a) for a in typing.get_args(ann) if a is not type(None)) + " \\| null"
+        args = typing.get_args(ann)
+        names = " \\| ".join(_type_name(a) for a in args if a is not type(None))
+        return names + (" \\| null" if type(None) in args else "")
     if origin is not None:
         args = ", ".join(_type_name(a) for a in typing.get_args(ann))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..config import Strict
 from ..errors import UserError, did_you_mean
@@ -16,19 +16,34 @@ from ..errors import UserError, did_you_mean
 class DataConfig(Strict):
     """The recipe's `data:` section."""
 
-    name: str = Field(description="dataset loader: digits, mnist, npz, sts, text_corpus, text_labelled")
+    name: str = Field(description="dataset loader: digits, image_folder, mnist, npz, sts, text_corpus, text_labelled")
     path: str | None = Field(None, description="file or folder for loaders that read from disk")
-    test_path: str | None = Field(None, description="text loaders: the file of the evaluation split (STS pairs or labelled text)")
+    test_path: str | None = Field(None, description="the evaluation split: a file (text loaders: STS pairs or labelled text) or a folder of class folders (image_folder)")
     tokenizer: str | None = Field(None, description="text loaders: tokenizer folder (a model directory works) or a model package name")
     max_length: int = Field(128, ge=2, le=8192, description="text loaders: tokens per text (truncated; padded to the longest)")
     text_field: str = Field("text", description="text_labelled: the column / JSON key holding the text")
     label_field: str = Field("label", description="text_labelled: the column / JSON key holding the label")
+    image_size: int | list[int] = Field(32, description="image_folder: images are resized to this size (pixels; N or [height, width], 4..1024)")
+    image_mode: Literal["grayscale", "rgb"] = Field("rgb", description="image_folder: images are converted to 1 (grayscale) or 3 (rgb) channels")
     val_fraction: float = Field(0.15, ge=0.0, lt=0.5, description="share of the training data held out for validation")
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share held out for the final test (digits only)")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share held out for the final test when no test file/folder is given (digits, image_folder, text_labelled)")
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
     test_limit: int | None = Field(None, ge=1, description="use at most this many test samples")
     batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int | list[int]) -> int | list[int]:
+        sizes = [v] if isinstance(v, int) else v
+        if len(sizes) not in (1, 2) or not all(4 <= s <= 1024 for s in sizes):
+            raise ValueError("give one size or [height, width], each 4..1024 pixels")
+        return v
+
+    def image_hw(self) -> tuple[int, int]:
+        """`image_size` as (height, width)."""
+        s = self.image_size
+        return (s, s) if isinstance(s, int) else (s[0], s[-1])
 
 
 INPUT = "input"  # the name of the single input of an image split

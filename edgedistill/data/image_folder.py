@@ -1,0 +1,108 @@
+"""Images in class-named folders (`root/<class>/*.png`, torchvision's ImageFolder layout), decoded by Pillow.
+
+Class names are the sorted folder names; every image is converted to one mode (grayscale or RGB) and resized
+to one size, so any mix of photos becomes one float32 NCHW array in [0, 1]. `test_path` may name a second
+root with the same class folders; otherwise `test_fraction` is held out (stratified, seeded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .base import ArrayData, DataConfig, Dataset, register_dataset, stratified_split
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageOps
+    except ImportError as exc:
+        raise UserError("the image_folder dataset needs Pillow", where="data.name",
+                        fix='pip install "edgedistill[images]"') from exc
+    return Image, ImageOps
+
+
+def _classes(root: Path, where: str) -> list[str]:
+    if not root.is_dir():
+        raise UserError("folder not found", where=f"{where} ({root})",
+                        fix="point it at a folder holding one sub-folder of images per class")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise UserError("no class folders", where=f"{where} ({root})",
+                        fix="put the images of each class in a sub-folder named after the class, e.g. cat/1.png")
+    return names
+
+
+def _images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise UserError("the class folder holds no images", where=str(folder),
+                        fix=f"add images ({', '.join(EXTENSIONS)}) or remove the folder")
+    return files
+
+
+def _decode(path: Path, mode: str, hw: tuple[int, int]) -> np.ndarray:
+    """One image as (channels, height, width) uint8; a file Pillow cannot decode is a UserError naming it."""
+    Image, ImageOps = _pil()
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)  # photos stored rotated show as the camera saw them
+            img = img.convert(mode).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+            a = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cannot decode the image ({type(exc).__name__}: {str(exc)[:200]})", where=str(path),
+                        fix="the file is truncated, corrupt or not an image: replace or remove it") from exc
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def _read(root: Path, classes: list[str], mode: str, hw: tuple[int, int]) -> ArrayData:
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+    for index, name in enumerate(classes):
+        for path in _images(root / name):
+            xs.append(_decode(path, mode, hw))
+            ys.append(index)
+    x = np.stack(xs).astype(np.float32) / np.float32(255.0)
+    return ArrayData(x, np.asarray(ys, dtype=np.int64))
+
+
+@register_dataset("image_folder")
+def load_image_folder(cfg: DataConfig) -> Dataset:
+    if not cfg.path:
+        raise UserError("the image_folder dataset needs a folder", where="data.path",
+                        fix="set data.path to a folder with one sub-folder of images per class")
+    root = Path(cfg.path).expanduser()
+    classes = _classes(root, "data.path")
+    if len(classes) < 2:
+        raise UserError(f"only one class folder ({classes[0]}); classification needs at least 2",
+                        where=f"data.path ({root})", fix="add a sub-folder of images for each class")
+    _pil()  # a missing Pillow is reported before any folder is read
+    mode, channels = ("L", 1) if cfg.image_mode == "grayscale" else ("RGB", 3)
+    hw = cfg.image_hw()
+    rest = _read(root, classes, mode, hw)
+    if cfg.test_path:
+        test_root = Path(cfg.test_path).expanduser()
+        unknown = sorted(set(_classes(test_root, "data.test_path")) - set(classes))
+        if unknown:
+            raise UserError(f"class folders {unknown} are not in the training folder {root}",
+                            where=f"data.test_path ({test_root})",
+                            fix="the test folder may only hold sub-folders named like the training classes")
+        present = [c for c in classes if (test_root / c).is_dir()]
+        part = _read(test_root, present, mode, hw)
+        test = ArrayData(part.x, np.asarray([classes.index(present[i]) for i in part.y], dtype=np.int64))
+    else:
+        rest, test = stratified_split(rest.x, rest.y, cfg.test_fraction, cfg.seed)
+    train, val = stratified_split(rest.x, rest.y, cfg.val_fraction, cfg.seed)
+    return Dataset(
+        name=root.name, task="image_classification", train=train, val=val, test=test,
+        num_classes=len(classes), class_labels=classes,
+        preprocessing={"layout": "NCHW", "image_size": list(hw), "channels": channels, "mode": mode,
+                       "scale": 1 / 255.0, "resize": "bilinear to [height, width], aspect ratio not kept",
+                       "note": "EXIF orientation applied, converted to the mode, resized, pixels 0..255 "
+                               "multiplied by scale"},
+    )
