@@ -71,12 +71,12 @@ def test_interrupted_training_resumes_mid_stage(tmp_path):
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EDGEDISTILL_PROGRESS": "0"})
     stage = run / "stages" / "1-distill"
-    deadline = time.time() + 180
+    deadline = time.time() + 600
     while not list(stage.glob("train_state*.pt")) and time.time() < deadline:
         time.sleep(0.05)
     assert list(stage.glob("train_state*.pt")), "distillation never saved an epoch checkpoint"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=600)  # generous: with a core busy, torch's threads answer late
     assert proc.returncode == 2, err
     assert "--resume" in err and "Traceback" not in err
     assert not (run / "stages" / "1-distill" / "record.json").exists()  # the stage did not finish

@@ -19,6 +19,7 @@ from edgedistill.models import build_model
 from edgedistill.pipeline import _restore
 from edgedistill.recipe import load_recipe
 from edgedistill.state import ModelState, RunContext
+from edgedistill.tasks import build_task
 from edgedistill.target import default_target
 
 from .conftest import run_cli
@@ -61,7 +62,7 @@ def test_pruned_checkpoints_reload_through_the_pipeline_and_resume(tmp_path):
     stage = out / "stages" / "2-prune"
     spec = json.loads((stage / "spec.json").read_text())
     assert spec["prune_plan"]["groups"]
-    model, _, _ = _restore(stage, data)
+    model, _, _ = _restore(stage, data, build_task(None, data))
     x = data.val.x[:64]
     with torch.no_grad():
         np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), onnx_predictor(stage / "pruned.onnx")({"input": x})["logits"],

@@ -101,6 +101,8 @@ def probe_recipe(recipe: Any, data: Dataset, task: Task, where: Callable[[tuple]
                 model = build_model(spec, data.input_shape, data.num_classes, task=task, teacher=teacher)
             except UserError as exc:
                 raise UserError(exc.message, where=locate(loc), fix=exc.fix) from None
+            except (MemoryError, OSError):
+                raise  # the machine, not the spec: the CLI reports these as environment errors
             except Exception as exc:  # a builder that fails on the data's shape
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 raise UserError(f"the model could not be built for this data: {first}", where=locate(loc),
