@@ -19,8 +19,8 @@ from edgedistill.models import build_model
 from edgedistill.pipeline import _restore
 from edgedistill.recipe import load_recipe
 from edgedistill.state import ModelState, RunContext
-from edgedistill.tasks import build_task
 from edgedistill.target import default_target
+from edgedistill.tasks import build_task
 
 from .conftest import run_cli
 
