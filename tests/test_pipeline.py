@@ -68,8 +68,10 @@ def test_interrupted_training_resumes_mid_stage(tmp_path):
     args = ["compress", "--recipe", "mobile", "--out", str(run),
             *set_args([*FAST[2:], "teacher.train.epochs=2", f"stages.0.train.epochs={epochs}"])]
     exe = Path(sys.executable).with_name("edgedistill")
+    # a shell's background job inherits SIGINT as ignored; Ctrl-C must reach the child as it would on a terminal
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "EDGEDISTILL_PROGRESS": "0"})
+                            env={**os.environ, "EDGEDISTILL_PROGRESS": "0"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stage = run / "stages" / "1-distill"
     deadline = time.time() + 600
     while not list(stage.glob("train_state*.pt")) and time.time() < deadline:
