@@ -16,9 +16,10 @@ _CONVS = {"Conv", "ConvInteger", "QLinearConv"}
 _GEMMS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
 
 
-def count_macs(path: str | Path, batch: int = 1) -> int:
+def count_macs(path: str | Path, batch: int = 1, sequence: int = 1) -> int:
     """Multiply-accumulates of one forward pass at `batch`, from Conv/Gemm/MatMul shapes (shape inference on a
-    copy whose dynamic dimensions are fixed: first to `batch`, others to 1)."""
+    copy whose dynamic dimensions are fixed: first to `batch`, the second to `sequence` (a text model's
+    tokens), others to 1)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -26,8 +27,8 @@ def count_macs(path: str | Path, batch: int = 1) -> int:
         dims = value.type.tensor_type.shape.dim
         for i, d in enumerate(dims):
             if not d.HasField("dim_value"):
-                d.dim_value = batch if i == 0 else 1
-    model = onnx.shape_inference.infer_shapes(model)
+                d.dim_value = batch if i == 0 else sequence if i == 1 else 1
+    model = _infer_shapes(model)
     shapes: dict[str, list[int]] = {i.name: list(i.dims) for i in model.graph.initializer}
     for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]:
         shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -46,6 +47,37 @@ def count_macs(path: str | Path, batch: int = 1) -> int:
                 k = a[-2] if trans_a else a[-1]
                 macs += int(np.prod(out)) * int(k)
     return macs
+
+
+def _infer_shapes(model):
+    """ONNX Runtime's symbolic shape inference (it follows the Shape → Slice → Reshape chains of transformer
+    exports, which onnx's own inference leaves unknown); onnx's where the symbolic one fails (contrib ops it
+    does not know, e.g. GatherBlockQuantized)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    _plain_gathers(model)
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # any failure: fall back to onnx's inference
+        inferred = None
+    return inferred if inferred is not None else onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+def _plain_gathers(model) -> None:
+    """Replace 4-bit embedding look-ups (com.microsoft GatherBlockQuantized, which shape inference does not
+    know) by a plain Gather from a [rows, width] placeholder, in this counting copy only: same output shape."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "GatherBlockQuantized" or node.input[2] not in inits:
+            continue
+        block = next((a.i for a in node.attribute if a.name == "block_size"), 128)
+        rows, blocks = inits[node.input[2]].dims
+        name = node.output[0] + "_shape_only"
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros((rows, blocks * block), np.float32), name))
+        model.graph.node[i].CopyFrom(helper.make_node("Gather", [name, node.input[1]], [node.output[0]], axis=0))
 
 
 def gemm_models(folder: Path, size: int = 1024) -> dict[str, Path]:

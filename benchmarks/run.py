@@ -2,8 +2,7 @@
 run of the toolchain (or of the tool a user would pick instead), every latency measured in one run.
 
     python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
-
-(The text workload, STS-B with a MiniLM teacher, waits for the distilled sentence-encoder student.)
+    python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
 and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
@@ -28,11 +27,15 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 
-def measure_rows(files: dict[str, Path], metrics: dict[str, float], feeds: dict[int, dict], *, runs: int,
-                 target_name: str = "x86_vnni", base: str = "teacher_fp32", batches: tuple[int, ...] = (1, 32),
-                 macs: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """One row per file: metric, size, p50/p90 per batch (all files timed interleaved in one call per batch,
-    one thread), ratios to `base` (p50 over p50, and the burst-minimum interleaved ratio), peak memory."""
+def measure_rows(files: dict[str, Path], metrics: dict[str, float], feeds: dict[int | str, dict], *, runs: int,
+                 target_name: str = "x86_vnni", base: str = "teacher_fp32", macs: dict[str, int] | None = None,
+                 model_options: dict[str, dict] | None = None) -> list[dict[str, Any]]:
+    """One row per file: metric, size, p50/p90 per feed (all files timed interleaved in one call per feed,
+    one thread), ratios to `base` (p50 over p50, and the burst-minimum interleaved ratio), peak memory.
+
+    `feeds` is keyed by batch size (columns `_b1`, `_b32`) or by a column suffix such as "b1_s32" (a text
+    model's sequence length); the batch is the feed's first dimension. `model_options` are ONNX Runtime session
+    options per file (what a bundle ships with its model)."""
     from edgedistill.profile import profile_models
     from edgedistill.profile.compare import interleaved_ratio
     from edgedistill.target import load_target
@@ -40,17 +43,19 @@ def measure_rows(files: dict[str, Path], metrics: dict[str, float], feeds: dict[
     target = load_target(target_name)
     rows = {name: {"name": name, "onnx": str(path), "metric": metrics[name],
                    "size_mb": round(_size_mb(path), 4)} for name, path in files.items()}
-    for b in batches:
-        stats = profile_models(files, target, batch=b, threads=1, runs=runs, warmup=max(3, runs // 10), burst=10,
-                               feed=feeds[b], op_profile_runs=0)
+    for key, feed in feeds.items():
+        col = key if isinstance(key, str) else f"b{key}"
+        batch = len(next(iter(feed.values())))
+        stats = profile_models(files, target, batch=batch, threads=1, runs=runs, warmup=max(3, runs // 10), burst=10,
+                               feed=feed, op_profile_runs=0, model_options=model_options)
         for name, s in stats.items():
             row = rows[name]
-            row[f"p50_ms_b{b}"] = round(s["p50_ms"], 5)
-            row[f"p90_ms_b{b}"] = round(s["p90_ms"], 5)
-            row[f"ratio_b{b}"] = round(s["p50_ms"] / stats[base]["p50_ms"], 4)
-            row[f"ratio_b{b}_interleaved"] = round(
+            row[f"p50_ms_{col}"] = round(s["p50_ms"], 5)
+            row[f"p90_ms_{col}"] = round(s["p90_ms"], 5)
+            row[f"ratio_{col}"] = round(s["p50_ms"] / stats[base]["p50_ms"], 4)
+            row[f"ratio_{col}_interleaved"] = round(
                 interleaved_ratio(stats[base]["samples_ms"], s["samples_ms"], 10)["ratio"], 4)
-            row[f"peak_rss_mb_b{b}"] = round(s["peak_rss_mb"], 1) if s.get("peak_rss_mb") is not None else None
+            row[f"peak_rss_mb_{col}"] = round(s["peak_rss_mb"], 1) if s.get("peak_rss_mb") is not None else None
             row["threads"] = s["threads"]
             row["cpu"] = s["cpu"]
     for name, row in rows.items():
@@ -65,18 +70,31 @@ def _size_mb(path: Path) -> float:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The tables a README section shows, from the JSON alone."""
+    """The tables a README section shows, from the JSON alone.
+
+    `result["tables"]` (optional) lists the tables as {"title", "columns": {suffix: label}}; the default is
+    one table with batch 1 and batch 32. A row that could not be produced carries `error` instead of numbers."""
     metric = result["metric_name"]
+    tables = result.get("tables") or [{"title": None, "columns": {"b1": "b1", "b32": "b32"}}]
     lines = [f"### {result['workload']}: {result['title']}", "",
              f"`{result['command']}` — {result['when']}, {result['cpu']}, one thread; ratios are to "
-             f"`{result['rows'][0]['name']}` in the same run (p50 over p50).", "",
-             f"| row | {metric} | size MB | p50 ms b1 | p90 ms b1 | × teacher b1 | p50 ms b32 | p90 ms b32 | "
-             "× teacher b32 | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['name']} | {r['metric']:.4f} | {r['size_mb']:.3f} | {r['p50_ms_b1']:.3f} | "
-                     f"{r['p90_ms_b1']:.3f} | {r['ratio_b1']:.3f} | {r['p50_ms_b32']:.3f} | {r['p90_ms_b32']:.3f} | "
-                     f"{r['ratio_b32']:.3f} | {r.get('peak_rss_mb_b1') or 0:.0f} |")
-    for title, key in (("Targets", "targets"), ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost")):
+             f"`{result['rows'][0]['name']}` in the same run (p50 over p50)."]
+    for table in tables:
+        cols = table["columns"]
+        lines += ["", *([f"**{table['title']}**", ""] if table.get("title") else []),
+                  f"| row | {metric} | size MB | "
+                  + " | ".join(f"p50 ms {c} | p90 ms {c} | × teacher {c}" for c in cols.values())
+                  + " | peak RSS MB |", "|---|---|---|" + "---|" * (3 * len(cols)) + "---|"]
+        first = next(iter(cols))
+        for r in result["rows"]:
+            if r.get("error"):
+                lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (2 + 3 * len(cols)))
+                continue
+            cells = [f"{r[f'p50_ms_{c}']:.3f} | {r[f'p90_ms_{c}']:.3f} | {r[f'ratio_{c}']:.3f}" for c in cols]
+            lines.append(f"| {r['name']} | {r['metric']:.4f} | {r['size_mb']:.3f} | " + " | ".join(cells)
+                         + f" | {r.get(f'peak_rss_mb_{first}') or 0:.0f} |")
+    for title, key in (("Targets", "targets"), ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost"),
+                       ("Notes", "notes")):
         if result.get(key):
             lines += ["", f"**{title}**", "", *_bullets(result[key])]
     return "\n".join(lines) + "\n"
@@ -101,14 +119,15 @@ def write_result(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["vision"])
+    ap.add_argument("workload", choices=["vision", "text"])
     ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
     ap.add_argument("--work", type=Path, default=None, help="run folders, ONNX files and the teacher cache")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per model and batch size")
-    ap.add_argument("--reuse-run", action="store_true",
-                    help="re-measure the files of the last finished pipeline run instead of running it again")
+    ap.add_argument("--reuse-run", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                    help="re-measure the files of the last finished pipeline run instead of running it again; "
+                         "text: or of the finished `edgedistill compress` run folder RUN_DIR")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
@@ -116,11 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or cache / args.workload).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    import vision
+    reuse = Path(args.reuse_run).resolve() if isinstance(args.reuse_run, str) else args.reuse_run
+    if args.workload == "vision":
+        import vision
 
-    result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs, reuse_run=args.reuse_run)
+        if isinstance(reuse, Path):
+            ap.error("vision: --reuse-run takes no folder (it reuses the run in the work folder)")
+        result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
+    else:
+        import text
+
+        result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
+    flags = [*(["--quick"] if args.quick else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
     result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
-                  command=" ".join(["python benchmarks/run.py", args.workload, *(["--quick"] if args.quick else [])]),
+                  command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
     js, md = write_result(result, args.out)
     print(md.read_text())

