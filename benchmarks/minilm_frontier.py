@@ -30,6 +30,7 @@ STUDENTS = {
     "L25": {"layers": [2, 5], "epochs": 1, "lr": 1e-4},
     "L25x": {"layers": [2, 5], "epochs": 2, "lr": 2e-4},
     "L25n": {"layers": [2, 5], "intermediate_size": 768, "epochs": 2, "lr": 2e-4},
+    "L25n4": {"layers": [2, 5], "intermediate_size": 768, "epochs": 4, "lr": 3e-4},
     "L135": {"layers": [1, 3, 5], "epochs": 2, "lr": 2e-4},
     "L135n": {"layers": [1, 3, 5], "intermediate_size": 768, "epochs": 2, "lr": 2e-4},
     "L135h": {"layers": [1, 3, 5], "intermediate_size": 768, "heads": 6, "epochs": 2, "lr": 2e-4},

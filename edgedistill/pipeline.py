@@ -28,6 +28,7 @@ from .stages import load_stages
 from .state import ModelState, RunContext, StageRecord
 from .tasks import Task, build_task
 from .train.distributed import barrier, is_main_process, rank
+from .vocab.stage import student_data
 
 
 @dataclass
@@ -146,6 +147,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         p.requires_grad_(False)
     state = ModelState(copy.deepcopy(teacher), tspec, teacher, tspec, None, [record])
     rerun = "0-teacher" not in skipped  # a re-trained teacher invalidates every later stage
+    s_data, s_task = data, task  # what the student is fed: re-tokenized once a vocab stage prunes its vocabulary
 
     for i, stage_cfg in enumerate(cfg.stages, start=1):
         spec = stages[stage_cfg.kind]
@@ -153,15 +155,18 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         key = recipe.stage_key(i - 1)
         record = None if (rerun or not resume) else _load_record(sdir, key)
         if record is not None:
-            model, mspec, onnx_rel = _restore(sdir, data, task, teacher)
+            model, mspec, onnx_rel = _restore(sdir, s_data, s_task, teacher)
             state = ModelState(model, mspec, teacher, tspec, run_dir / onnx_rel if onnx_rel else None,
                                [*state.lineage, record])
             skipped.append(sdir.name)
+            s_data, s_task = student_data(sdir, recipe, s_data, s_task)
             continue
         inside = _prepare_stage_dir(sdir, key, keep=resume and not rerun)
         rerun = True
-        ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=data, recipe=recipe, index=i, resume=inside, task=task)
+        ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=s_data, recipe=recipe, index=i, resume=inside,
+                         task=s_task)
         state = spec.run(state, stage_cfg, ctx)
+        s_data, s_task = student_data(sdir, recipe, s_data, s_task)
         notes.extend(ctx.notes)
         _save_stage(sdir, key, state.lineage[-1], state.model, state.spec, state.onnx, run_dir)
 
@@ -171,6 +176,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         barrier()
         shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(main_dir, json.loads((main_dir / "report.json").read_text()), skipped, notes)
-    report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start, task=task)
+    report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start, task=task,
+                        student_data=s_data, student_task=s_task)
     barrier()
     return RunResult(run_dir, report, skipped, notes)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from .config import Strict, TeacherConfig
 from .data import DataConfig
@@ -40,6 +40,16 @@ class ProfileConfig(Strict):
     burst: int = Field(10, ge=1, le=1_000_000, description="runs per interleaved burst")
     batch: int | None = Field(None, ge=1, description="profile only this batch size; default: each of the target's batch_sizes (the first under the target's name, others as <target>@b<N>)")
     threads: int | None = Field(None, ge=1, description="defaults to the target's thread count")
+    sequence_lengths: list[int] | None = Field(
+        None, description="text models: token lengths to profile (the first under the target's name, others as "
+                          "<target>@s<L>); default: the target's sequence_lengths")
+
+    @field_validator("sequence_lengths")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(n < 1 or n > 1_000_000 for n in v)):
+            raise ValueError("sequence_lengths must be a non-empty list of positive token counts")
+        return v
 
 
 class GatesConfig(Strict):
@@ -48,6 +58,9 @@ class GatesConfig(Strict):
     accuracy_drop: float | None = Field(None, ge=0, description="max metric drop of the deployed file")
     min_metric: float | None = Field(None, description="lowest acceptable deployed metric")
     max_size_mb: float | None = Field(None, gt=0, description="largest acceptable deployed size on disk")
+    max_latency_ratio: float | None = Field(
+        None, gt=0, description="largest deployed p50 / teacher p50, timed interleaved in the same run "
+                                "(first usable target, first batch size and sequence length)")
     size_growth: float | None = Field(None, ge=0, description="check: max relative size growth vs baseline")
     latency_growth: float | None = Field(None, ge=0, description="check: max relative p50 growth vs baseline")
 

@@ -34,6 +34,7 @@ STAGES: dict[str, StageSpec] = {}
 BUILTIN_STAGE_MODULES = (
     "edgedistill.distill.stage",
     "edgedistill.prune.stage",
+    "edgedistill.vocab.stage",
     "edgedistill.quantize.stage",
     "edgedistill.export.stage",
 )

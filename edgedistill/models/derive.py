@@ -61,9 +61,40 @@ def keep_layers(model: nn.Module, layers: list[int]) -> nn.Module:
 
 
 @register_model("hf_derived")
-def hf_derived(layers: list[int], teacher: nn.Module | None = None) -> nn.Module:
-    """The teacher with only `layers` of its transformer layers (weights copied)."""
+def hf_derived(layers: int | str | list[int], intermediate_size: int | None = None, heads: int | None = None,
+               hidden_size: int | None = None, freeze_word_embeddings: bool = False,
+               vocab_size: int | None = None, teacher: nn.Module | None = None) -> nn.Module:
+    """The teacher with only `layers` of its transformer layers (weights copied), optionally narrowed.
+
+    `layers`: a list of teacher indices, a number N (the first N) or "every_other" (ending at the top layer).
+    `intermediate_size` / `heads` / `hidden_size` narrow the copy by structured pruning (weights of what stays
+    are kept). `freeze_word_embeddings` keeps the teacher's word-embedding table fixed while distilling: fewer
+    trained parameters, and a later `vocab` stage keeps exactly the teacher's rows. `vocab_size` is written by
+    the `vocab` stage into the saved spec (a recipe does not set it): the table is cut to that many rows so
+    the pruned weights load back on `--resume`."""
+    from .hf_derive import keep_layers as keep_resolved
+    from .hf_derive import narrow
+
     if teacher is None:
         raise UserError("hf_derived needs a teacher to copy layers from", where="student.name",
                         fix="use hf_derived only as a distillation student")
-    return keep_layers(teacher, list(layers))
+    student, _ = keep_resolved(teacher, layers if isinstance(layers, int | str) else list(layers))
+    inner = _hf_inside(student)
+    if intermediate_size is not None or heads is not None or hidden_size is not None:
+        narrow(inner, intermediate_size=intermediate_size, heads=heads, hidden_size=hidden_size)
+    table = inner.get_input_embeddings()
+    if vocab_size is not None:
+        if not 1 <= vocab_size <= table.num_embeddings:
+            raise UserError(f"vocab_size {vocab_size} is not in 1..{table.num_embeddings}", where="student.vocab_size",
+                            fix="leave vocab_size to the vocab stage")
+        inner.resize_token_embeddings(vocab_size)
+        table = inner.get_input_embeddings()
+    if freeze_word_embeddings:
+        table.weight.requires_grad_(False)
+    return student
+
+
+def _hf_inside(model: nn.Module) -> nn.Module:
+    """The Hugging Face model inside a task wrapper (the sentence encoder's `.encoder`), or the model itself."""
+    inner = getattr(model, "encoder", None)
+    return inner if hasattr(inner, "get_input_embeddings") else model

@@ -36,6 +36,9 @@ def _bert(model: nn.Module) -> nn.Module:
     """The base model (BertModel-like: .embeddings and .encoder.layer) inside a task head, or the model itself."""
     if hasattr(model, "encoder") and hasattr(model, "embeddings"):
         return model
+    inner = getattr(model, "encoder", None)  # a task wrapper (the sentence encoder) around the HF model
+    if isinstance(inner, nn.Module) and hasattr(inner, "embeddings") and hasattr(inner, "encoder"):
+        return inner
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if base is not None and hasattr(base, "encoder") and hasattr(base, "embeddings"):
         return base

@@ -138,6 +138,9 @@ def profile_on_first_target(
     if target is None:
         return None, {}, reasons or ["the recipe lists no targets"]
     batch = profile_cfg.batch or target.batch_sizes[0]
+    lengths = getattr(profile_cfg, "sequence_lengths", None) or target.sequence_lengths
+    if samples and lengths:  # a text model is judged at the token length the target is profiled at
+        samples = fit_sequence(samples, lengths[0])
     feed = real_feed(samples, batch)
     stats = profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
                            warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)

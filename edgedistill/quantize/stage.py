@@ -61,6 +61,12 @@ class QuantizeConfig(Strict):
     qat: QATConfig = Field(default_factory=QATConfig, description="method: qat settings")
     fallback: FallbackConfig = Field(default_factory=FallbackConfig, description="accuracy-aware fallback to float")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names always kept in float")
+    int4: list[Literal["MatMul", "Gather"]] = Field(
+        default_factory=list, description="method dynamic: these op types get 4-bit block-wise weights instead "
+        "(ORT MatMulNBits / GatherBlockQuantized; Gather = the embedding table); the rest stay int8")
+    session_options: Literal["default", "auto"] = Field(
+        "default", description="auto: time the shipped file under candidate ONNX Runtime session options on the "
+        "target and ship the fastest (in the bundle manifest and snippet) when it beats the defaults by > 3%")
     keep: Literal["quantized", "fastest", "smallest"] = Field(
         "quantized", description="which file ships: the quantized one, the faster, or the smaller of float/quantized")
     measure_latency: bool = Field(True, description="time quantized vs float on the first usable target")
@@ -73,6 +79,11 @@ class QuantizeConfig(Strict):
         if self.method == "qat" and self.fallback.max_drop is not None:
             return (("fallback", "max_drop"), "fallback works on post-training quantization, not on QAT",
                     "remove fallback.max_drop, or use method: static")
+        if self.int4 and self.method != "dynamic":
+            return (("int4",), "4-bit weights are applied with dynamic int8 for the rest of the model",
+                    "use method: dynamic, or remove int4")
+        if len(set(self.int4)) != len(self.int4):
+            return (("int4",), "an op type is listed twice", "list MatMul and/or Gather once")
         if self.method == "qat" and self.preset == "fp16":
             return (("preset",), "QAT trains for int8; the fp16 preset has no integer grid",
                     "use method: fp16, or an int8 preset")
@@ -103,7 +114,7 @@ def _effective_method(cfg: QuantizeConfig, precision: str) -> str:
     return cfg.method
 
 
-@register_stage("quantize", QuantizeConfig, may_follow={START, "distill", "prune"},
+@register_stage("quantize", QuantizeConfig, may_follow={START, "distill", "prune", "vocab"},
                 summary="int8 (static QDQ / dynamic / QAT with the teacher) or fp16, with fallback and a keep policy")
 def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> ModelState:
     from edgedistill.calibration import calibration_window, select_samples
@@ -153,6 +164,8 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
                                        max_batches_in_memory=cal.max_batches_in_memory, percentile=cal.percentile,
                                        entropy_bins=cal.entropy_bins,
                                        nodes_to_exclude=excluded, cache_path=sdir / "calibration.json")
+        if method == "dynamic" and cfg.int4:
+            return _int4_then_int8(pre, out, cfg.int4, preset, per_channel, excluded)
         if method == "dynamic":
             return quantize_dynamic_int8(pre, out, preset=preset, per_channel=per_channel, nodes_to_exclude=excluded)
         return convert_fp16(pre, out, nodes_to_exclude=excluded)
@@ -199,12 +212,54 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     details["op_report"] = {precision: op_report(quant_path, task.feed(data.val, slice(0, 1)),
                                                  threads=timing.get("threads", 1))}
     metric = quant_metric if shipped == quant_path else float_metric
+    if cfg.session_options == "auto":
+        details["session_options"] = _choose_options(shipped, ctx)
+        ctx.log(f"quantize: session options: {details['session_options'].get('chosen', 'default')} "
+                f"({details['session_options'].get('reason', '')})")
     record = StageRecord(
         index=ctx.index, kind="quantize", settings=cfg.model_dump(mode="json"), seconds=time.perf_counter() - t0,
         metric_after=metric, artifacts=[str(p.relative_to(ctx.run_dir)) for p in (float_path, quant_path)],
         details=details,
     )
     return ModelState(model_out, state.spec, state.teacher, state.teacher_spec, shipped, [*state.lineage, record])
+
+
+def _int4_then_int8(pre: Path, out: Path, int4_ops: list[str], preset, per_channel: bool,
+                    excluded: list[str]) -> Path:
+    """4-bit weights for `int4_ops` (ORT's weight-only quantizer), then dynamic int8 for the other weighted
+    ops (MatMul, the embedding Gather) that are still float."""
+    from .ptq import quantize_dynamic_int8
+    from .weight_only import quantize_int4
+
+    rest = [op for op in ("MatMul", "Gather") if op not in int4_ops]
+    stage1 = out.with_name(out.stem + ".int4.onnx") if rest else out
+    quantize_int4(pre, stage1, ops=tuple(int4_ops))
+    if not rest:
+        return out
+    return quantize_dynamic_int8(stage1, out, preset=preset, per_channel=per_channel, nodes_to_exclude=excluded,
+                                 op_types=rest)
+
+
+def _choose_options(path: Path, ctx: RunContext) -> dict[str, Any]:
+    """Session options for the shipped file, measured on the first target this machine runs (see session.py)."""
+    from ..profile.latency import fit_sequence, real_feed
+    from ..target import first_available
+    from .session import choose_session_options
+
+    recipe = ctx.recipe.config
+    target, reasons = first_available(list(recipe.targets))
+    if target is None:
+        return {"chosen": "default", "options": {}, "measured": False, "reason": "; ".join(reasons)}
+    samples = ctx.task.feed(ctx.data.val if len(ctx.data.val) else ctx.data.train, slice(None))
+    lengths = recipe.profile.sequence_lengths or target.sequence_lengths
+    if lengths:
+        samples = fit_sequence(samples, lengths[0])
+    result = choose_session_options(path, target, real_feed(samples, recipe.profile.batch or target.batch_sizes[0]),
+                                    runs=recipe.profile.runs, threads=recipe.profile.threads)
+    result["measured"] = True
+    result["reason"] = (f"{result['chosen']} measured fastest on {target.name} (latency vs default: "
+                        + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()) + ")")
+    return result
 
 
 def _time_it(cfg: QuantizeConfig, ctx: RunContext, float_path: Path, quant_path: Path, precision: str,

@@ -23,11 +23,18 @@ INT4_OPSET = 21
 
 
 def _quantizer():
-    try:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:  # the module calls logging.basicConfig(level=INFO) on import: undo it, or every later ORT call logs
         from onnxruntime.quantization import matmul_nbits_quantizer as mnq
     except ImportError as exc:  # onnx_ir (or ml_dtypes) missing
         raise UserError(f"4-bit quantization needs ONNX Runtime's weight-only quantizer, which failed to import: {exc}",
                         where="quantize.weight_bits", fix='pip install "edgedistill[text]" (adds onnx_ir)') from exc
+    finally:
+        root.setLevel(level)
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     return mnq
 

@@ -50,6 +50,20 @@ def latency_key(target: str, batch: int, first_batch: int, sequence: int | None 
     return f"{target}@{suffix}" if suffix else target
 
 
+def session_options_of(state: ModelState) -> dict[str, Any]:
+    """The ONNX Runtime session options the last stage that chose them picked for the shipped file ({} = defaults)."""
+    for record in reversed(state.lineage):
+        chosen = (record.details or {}).get("session_options")
+        if chosen:
+            return dict(chosen.get("options") or {})
+    return {}
+
+
+def first_latency(entry: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The first latency entry (first usable target, first batch and sequence length) of a model in the report."""
+    return next(iter((entry.get("latency") or {}).items()), None)
+
+
 def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_better: bool) -> list[dict[str, Any]]:
     """The run's own gates: the deployed file against the teacher and against absolute limits."""
     deployed, teacher = models["deployed"], models["teacher"]
@@ -61,6 +75,15 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
     if gates_cfg.min_metric is not None:
         ok = deployed["metric"] >= gates_cfg.min_metric if higher_is_better else deployed["metric"] <= gates_cfg.min_metric
         out.append({"name": "min_metric", "limit": gates_cfg.min_metric, "value": deployed["metric"], "passed": ok})
+    if gates_cfg.max_latency_ratio is not None:
+        first = first_latency(deployed)
+        ratio = first[1].get("ratio_vs_teacher") if first else None
+        if ratio is None:
+            out.append({"name": "max_latency_ratio", "limit": gates_cfg.max_latency_ratio, "value": None,
+                        "passed": True, "skipped": True, "reason": "no target of the recipe runs on this machine"})
+        else:
+            out.append({"name": "max_latency_ratio", "limit": gates_cfg.max_latency_ratio, "value": ratio,
+                        "passed": ratio <= gates_cfg.max_latency_ratio, "target": first[0], "against": "teacher"})
     if gates_cfg.max_size_mb is not None:
         out.append({"name": "max_size_mb", "limit": gates_cfg.max_size_mb, "value": deployed["size_mb"],
                     "passed": deployed["size_mb"] <= gates_cfg.max_size_mb})
@@ -68,24 +91,31 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
 
 
 def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float,
-               task: Task) -> dict[str, Any]:
+               task: Task, student_data: Dataset | None = None, student_task: Task | None = None) -> dict[str, Any]:
+    """Evaluate and profile teacher, student and shipped file side by side; write report.json and the bundle.
+
+    `student_data`/`student_task`: the student's own tokenization when a vocab stage pruned its vocabulary
+    (the teacher is scored on `data`, the student and the shipped file on theirs; same texts, same metric)."""
     from ..export import export_onnx
     from ..export.onnx import copy_onnx
-    from ..profile import profile_models
+    from ..profile import interleaved_ratio, profile_models
     from ..profile.latency import fit_sequence, real_feed
     from ..target import availability, load_target
     from .bundle import write_bundle
     from .html import write_html
 
     cfg = recipe.config
+    s_data, s_task = student_data or data, student_task or task
     compare = run_dir / "compare"
     compare.mkdir(parents=True, exist_ok=True)
     files = {
         "teacher": export_onnx(state.teacher, compare / "teacher.onnx", task),
-        "student": export_onnx(state.model, compare / "student.onnx", task),
+        "student": export_onnx(state.model, compare / "student.onnx", s_task),
         "deployed": copy_onnx(state.onnx, compare / "deployed.onnx")[0],
     }
     split = data.split(cfg.evaluate.split)
+    splits = {"teacher": (split, task), "student": (s_data.split(cfg.evaluate.split), s_task),
+              "deployed": (s_data.split(cfg.evaluate.split), s_task)}
     metric_name, higher = task.metric.name, task.metric.higher_is_better
     models: dict[str, dict[str, Any]] = {
         "teacher": {"params": _params(state.teacher)},
@@ -93,10 +123,13 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "deployed": {"path": "bundle/model.onnx", "params": _params(state.model), "metric_measured_on": "onnxruntime"},
     }
     for name, path in files.items():
-        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, split, task),
+        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, *splits[name]),
                             latency={})
     models["student"]["metric_measured_on"] = models["teacher"]["metric_measured_on"] = "onnxruntime"
 
+    shipped_options = session_options_of(state)
+    if shipped_options:
+        models["deployed"]["session_options"] = shipped_options
     targets: dict[str, dict[str, Any]] = {}
     target_list = [load_target(t) for t in cfg.targets]
     for target in target_list:
@@ -107,13 +140,19 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
             continue
         batches = [cfg.profile.batch] if cfg.profile.batch else target.batch_sizes
         tokens = any("sequence" in s.dims for s in task.inputs)  # text: the target may ask for token lengths
-        seqs: list[int | None] = list(target.sequence_lengths) if tokens and target.sequence_lengths else [None]
-        samples = task.feed(data.test, slice(None))
+        lengths = cfg.profile.sequence_lengths or target.sequence_lengths
+        seqs: list[int | None] = list(lengths) if tokens and lengths else [None]
+        samples = s_task.feed(s_data.test, slice(None))  # the student's ids are valid in the teacher's table too
         for batch, seq in ((b, s) for b in batches for s in seqs):
             feed = real_feed(samples if seq is None else fit_sequence(samples, seq), batch)
             result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
-                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed, sequence=seq)
+                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed, sequence=seq,
+                                    model_options={"deployed": shipped_options} if shipped_options else None)
+            base = result.get("teacher") or {}
             for name, stats in result.items():
+                if base.get("samples_ms") and stats.get("samples_ms") and name != "teacher":
+                    stats["ratio_vs_teacher"] = round(interleaved_ratio(base["samples_ms"], stats["samples_ms"],
+                                                                        int(base["burst"]))["ratio"], 5)
                 models[name]["latency"][latency_key(target.name, batch, batches[0], seq, seqs[0])] = stats
 
     gates = evaluate_gates(cfg.gates, models, higher)
@@ -132,8 +171,8 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "passed": all(g["passed"] for g in gates),
         "total_seconds": round(total_seconds, 3),
     }
-    dataset_meta = task.bundle_meta()
-    bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, snippets=task.snippets,
+    dataset_meta = {**s_task.bundle_meta(), **({"session_options": shipped_options} if shipped_options else {})}
+    bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, snippets=s_task.snippets,
                         targets=target_list)
     # what `check` compares the artifact against: the report's numbers belong to exactly these bytes
     models["deployed"]["sha256"] = sha256_file(bdir / "model.onnx")

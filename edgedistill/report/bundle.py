@@ -374,7 +374,9 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
         "task": dataset_meta.get("task") or report.get("task"),
         "model": {"file": "model.onnx", "external_data": [p.name for p in written if p.name == "model.onnx.data"],
                   "mobile_file": mobile_file if ort_targets else None,
-                  "required_operators": "model.required_operators.config" if ort_targets else None},
+                  "required_operators": "model.required_operators.config" if ort_targets else None,
+                  # measured on the target by the quantize stage: the app must set these to get the measured speed
+                  "session_options": dep.get("session_options") or {}},
         **spec,
         "input_shape": dataset_meta.get("input_shape"),
         "preprocessing": pre,

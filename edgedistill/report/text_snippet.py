@@ -39,6 +39,15 @@ def predict(texts: list[str]) -> list:
 if __name__ == "__main__":
     print(predict(["an example sentence"]))
 '''
+    opts = meta.get("session_options") or {}
+    config = dict(opts.get("session_config") or {})
+    level = opts.get("graph_optimization_level")
+    options = "options = ort.SessionOptions()\n"
+    if level:
+        options += f"options.graph_optimization_level = ort.GraphOptimizationLevel.{level}\n"
+    if config:
+        options += (f"SESSION_CONFIG = {config!r}  # chosen by measurement on the target (see manifest.json)\n"
+                    "for key, value in SESSION_CONFIG.items():\n    options.add_session_config_entry(key, value)\n")
     return f'''"""Run the bundled text model with ONNX Runtime (pip install onnxruntime numpy tokenizers).
 
 Usage: python usage/predict.py   (from the bundle directory or anywhere else)
@@ -58,7 +67,7 @@ MAX_LENGTH = {max_length}  # tokens per text, as in training and evaluation
 tokenizer = Tokenizer.from_file(str(BUNDLE / "tokenizer" / "tokenizer.json"))
 tokenizer.enable_truncation(MAX_LENGTH)
 tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
-session = ort.InferenceSession(str(BUNDLE / "model.onnx"), providers=["CPUExecutionProvider"])
+{options}session = ort.InferenceSession(str(BUNDLE / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
 
 def encode(texts: list[str]) -> dict[str, np.ndarray]:

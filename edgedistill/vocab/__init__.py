@@ -1,0 +1,1 @@
+"""Vocabulary pruning as a pipeline stage (see stage.py)."""

@@ -1,0 +1,101 @@
+"""The `vocab` stage: cut the student's word-embedding table to the pieces its data uses, with a tokenizer
+that agrees.
+
+For a small sentence encoder the table is most of the file (all-MiniLM-L6-v2: 11.7M of 22.7M parameters),
+so after distillation the stage keeps only the word pieces the training split uses, the special tokens,
+every single-character piece (so any word of known characters still tokenizes, into characters at worst)
+and optionally the first `keep_first` pieces of the vocabulary. The kept rows are copied unchanged
+(`models.hf_derive.prune_vocab`) and the tokenizer is rebuilt over the same list, so ids and rows agree.
+
+The stage writes the new tokenizer into its folder (`tokenizer/`); from then on the pipeline tokenizes the
+recipe's data with it for the student (later stages, the evaluation of the student and shipped files, the
+bundle), while the teacher keeps its own tokenization for the comparison in the report. Later stages may
+only quantize and export: a teacher in the loop would need its own ids.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from ..config import Strict
+from ..errors import UserError
+from ..stages import register_stage
+from ..state import ModelState, RunContext, StageRecord
+
+TOKENIZER_DIR = "tokenizer"  # inside the stage folder; the pipeline re-tokenizes the data with it
+
+
+class VocabConfig(Strict):
+    keep_first: int = Field(0, ge=0, description="also keep the first N pieces of the teacher's vocabulary "
+                                                 "(BERT vocabularies list common pieces first)")
+    keep_characters: bool = Field(True, description="keep every single-character piece, so every word of known "
+                                                    "characters still tokenizes (never [UNK])")
+
+
+def used_ids(inputs: dict[str, np.ndarray]) -> set[int]:
+    """Every token id the split's rows use (padding excluded): the pieces the corpus needs."""
+    used: set[int] = set()
+    for name, ids in inputs.items():
+        if not name.endswith("input_ids"):
+            continue
+        mask = inputs.get(name.replace("input_ids", "attention_mask"))
+        used.update(np.unique(ids if mask is None else ids[mask.astype(bool)]).tolist())
+    return used
+
+
+@register_stage("vocab", VocabConfig, may_follow={"distill", "prune"},
+                summary="keep the word pieces the training data uses (text students); tokenizer rebuilt to agree")
+def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelState:
+    import copy
+
+    from ..data import load_dataset
+    from ..evaluate import evaluate_torch
+    from ..io import atomic_dir
+    from ..models.hf_derive import prune_vocab
+    from ..tasks import build_task
+
+    t0 = time.perf_counter()
+    where = f"stage {ctx.index} (vocab)"
+    tokenizer = getattr(ctx.data, "tokenizer", None)
+    if tokenizer is None:
+        raise UserError("vocabulary pruning needs text data with a tokenizer", where=where,
+                        fix="remove the vocab stage, or use a text dataset (data.tokenizer)")
+    if state.spec.get("name") != "hf_derived":
+        raise UserError(f'the student is a "{state.spec.get("name")}" model; the vocab stage prunes students derived '
+                        "from the teacher", where=where, fix="use a student {name: hf_derived, layers: [...]}")
+    before = evaluate_torch(state.model, ctx.data.val, ctx.task)
+    old_size = len(tokenizer)
+    model, new_tok, kept = prune_vocab(copy.deepcopy(state.model), tokenizer, [], keep_characters=cfg.keep_characters,
+                                       keep_first=cfg.keep_first, extra_ids=used_ids(ctx.data.train.inputs))
+    with atomic_dir(ctx.stage_dir / TOKENIZER_DIR) as tmp:
+        new_tok.save_pretrained(str(tmp))
+    recipe = ctx.recipe.config
+    data = load_dataset(recipe.data.model_copy(update={"tokenizer": str(ctx.stage_dir / TOKENIZER_DIR)}))
+    task = build_task(recipe.task, data)
+    after = evaluate_torch(model, data.val, task)
+    width = model.get_input_embeddings().embedding_dim if hasattr(model, "get_input_embeddings") else None
+    details: dict[str, Any] = {"vocab_before": old_size, "vocab_after": len(kept), "keep_first": cfg.keep_first,
+                               "val_metric_before": before, "val_metric_after": after, "embedding_width": width}
+    ctx.log(f"vocab: kept {len(kept)} of {old_size} word pieces; val {before:.4f} -> {after:.4f}")
+    record = StageRecord(index=ctx.index, kind="vocab", settings=cfg.model_dump(mode="json"),
+                         seconds=time.perf_counter() - t0, metric_after=after,
+                         artifacts=[str((ctx.stage_dir / TOKENIZER_DIR).relative_to(ctx.run_dir))], details=details)
+    return ModelState(model, {**state.spec, "vocab_size": len(kept)}, state.teacher, state.teacher_spec, None,
+                      [*state.lineage, record])
+
+
+def student_data(stage_dir: Any, recipe: Any, data: Any, task: Any) -> tuple[Any, Any]:
+    """The data and task the student uses after `stage_dir`: re-tokenized when that stage pruned the
+    vocabulary (it left `tokenizer/`), else unchanged."""
+    folder = stage_dir / TOKENIZER_DIR
+    if not folder.is_dir():
+        return data, task
+    from ..data import load_dataset
+    from ..tasks import build_task
+
+    new = load_dataset(recipe.config.data.model_copy(update={"tokenizer": str(folder)}))
+    return new, build_task(recipe.config.task, new)

@@ -1,0 +1,161 @@
+"""The pieces the built-in `minilm_embedder` recipe strings together, on a tiny BERT teacher built from a
+config: a derived, narrowed student with a frozen word-embedding table, the `vocab` stage (the table cut to
+the pieces the data uses, the tokenizer rebuilt to agree, the data re-tokenized for the student), dynamic
+int8 with a 4-bit embedding table, session options chosen by measurement and carried to the bundle."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.errors import UserError
+from edgedistill.io import atomic_dir
+from edgedistill.vocab.stage import used_ids
+
+from .conftest import STSB, run_cli
+
+TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
+        "intermediate_size": 64}
+
+
+def _teacher():
+    """A tiny BERT inside the sentence-encoder wrapper, as the text_embedding task builds teachers."""
+    from edgedistill.models import build_model
+    from edgedistill.models.pooling import SentenceEncoder
+
+    torch.manual_seed(0)
+    return SentenceEncoder(build_model({"name": "hf", "config": {**TINY, "vocab_size": 120}}, (), 0))
+
+
+def test_derived_student_is_narrowed_frozen_and_rebuilds_at_the_pruned_vocabulary_size():
+    from edgedistill.models import build_model
+
+    teacher = _teacher()
+    student = build_model({"name": "hf_derived", "layers": [0, 2], "intermediate_size": 32,
+                           "freeze_word_embeddings": True}, (), 0, teacher=teacher)
+    inner = student.encoder
+    assert len(inner.encoder.layer) == 2 and inner.encoder.layer[0].intermediate.dense.out_features == 32
+    table = inner.get_input_embeddings().weight
+    assert not table.requires_grad and torch.equal(table, teacher.encoder.get_input_embeddings().weight)
+    assert all(p.requires_grad for n, p in student.named_parameters() if "word_embeddings" not in n)
+    # what `--resume` rebuilds after a vocab stage: the same architecture with the cut table
+    again = build_model({"name": "hf_derived", "layers": [0, 2], "intermediate_size": 32, "vocab_size": 50}, (), 0,
+                        teacher=teacher)
+    assert again.encoder.get_input_embeddings().num_embeddings == 50
+    with pytest.raises(UserError, match="vocab_size"):
+        build_model({"name": "hf_derived", "layers": [0], "vocab_size": 500}, (), 0, teacher=teacher)
+
+
+def test_used_ids_ignore_padding_and_read_both_sides_of_pairs():
+    ids = np.array([[1, 5, 7, 0], [1, 9, 0, 0]])
+    mask = (ids != 0).astype(np.int64)
+    assert used_ids({"input_ids": ids, "attention_mask": mask}) == {1, 5, 7, 9}
+    pairs = {"a.input_ids": ids, "a.attention_mask": mask, "b.input_ids": ids + 20, "b.attention_mask": mask}
+    assert used_ids(pairs) == {1, 5, 7, 9, 21, 25, 27, 29}
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "tok"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (target / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+        raise RuntimeError("killed half way")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]  # the old folder is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # and no temporary folder is left behind
+
+
+def _recipe(tmp_path, tokenizer, quantize: str) -> str:
+    (tmp_path / "seq.yaml").write_text("name: seq_cpu\nthreads: 1\nbatch_sizes: [1]\nsequence_lengths: [32]\n")
+    text = f"""name: text_student
+task: text_embedding
+data: {{name: sts, path: {STSB}, tokenizer: {tokenizer}, max_length: 24, batch_size: 32, train_limit: 200,
+        test_limit: 80, val_fraction: 0.05}}
+teacher:
+  model: {{name: hf, config: {json.dumps(TINY)}}}
+stages:
+  - kind: distill
+    student: {{name: hf_derived, layers: [0, 2], intermediate_size: 32, freeze_word_embeddings: true}}
+    train: {{epochs: 1, lr: 0.002}}
+  - kind: vocab
+  - {quantize}
+  - kind: export
+targets: [{tmp_path / "seq.yaml"}]
+profile: {{runs: 10, warmup: 2}}
+gates: {{max_latency_ratio: 100.0}}
+"""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_vocab_stage_int4_table_and_session_options_reach_the_bundle(tmp_path, tiny_tokenizer):
+    from safetensors.numpy import load_file
+
+    from edgedistill.data.tokenize import load_tokenizer
+
+    recipe = _recipe(tmp_path, tiny_tokenizer, "{kind: quantize, method: dynamic, int4: [Gather], "
+                                               "session_options: auto, keep: quantized}")
+    out = tmp_path / "run"
+    proc = run_cli("compress", "--recipe", recipe, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    vocab = next(s for s in report["stages"] if s["kind"] == "vocab")["details"]
+    assert vocab["vocab_after"] < vocab["vocab_before"] == len(load_tokenizer(tiny_tokenizer))
+
+    # the bundled tokenizer is the pruned one, and its ids index the cut table
+    bundle = out / "bundle"
+    tok = load_tokenizer(bundle / "tokenizer")
+    assert len(tok) == vocab["vocab_after"]
+    # the kept rows are exactly the teacher's (the table was frozen while distilling, then cut)
+    teacher = load_file(str(out / "stages" / "0-teacher" / "model.safetensors"))
+    student = load_file(str(out / "stages" / "2-vocab" / "model.safetensors"))
+    key = next(k for k in student if k.endswith("word_embeddings.weight"))
+    old, new = load_tokenizer(tiny_tokenizer).get_vocab(), tok.get_vocab()
+    kept = [old[piece] for piece, _ in sorted(new.items(), key=lambda kv: kv[1])]
+    assert np.array_equal(student[key], teacher[key][kept])
+
+    # 4-bit table: the shipped file gathers from GatherBlockQuantized
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
+    assert "GatherBlockQuantized" in ops and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
+
+    # session options: measured, recorded, carried into the manifest and the snippet
+    chosen = next(s for s in report["stages"] if s["kind"] == "quantize")["details"]["session_options"]
+    assert chosen["measured"] and set(chosen["ratios"]) == {"default", "no_skip_layernorm_fusion"}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["session_options"] == chosen["options"]
+    snippet = runpy.run_path(str(bundle / "usage" / "predict.py"))
+    emb = snippet["embed"](["A man is playing a flute.", "Some words the corpus never saw: zyxwv"])
+    assert emb.shape[0] == 2 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+
+    # teacher scored on its own tokenization, the student and shipped file on the pruned one; latency gate ran
+    assert all(np.isfinite(report["models"][m]["metric"]) for m in ("teacher", "student", "deployed"))
+    gate = next(g for g in report["gates"] if g["name"] == "max_latency_ratio")
+    assert gate["value"] is not None and gate["value"] > 0
+    assert run_cli("verify", str(bundle)).returncode == 0
+
+    # --resume rebuilds the cut student from its spec and the data from the stage's tokenizer: nothing re-runs
+    proc = run_cli("compress", "--recipe", recipe, "--out", str(out), "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads((out / "report.json").read_text())
+    assert again["models"]["deployed"]["sha256"] == report["models"]["deployed"]["sha256"]
+    assert again["models"]["deployed"]["metric"] == report["models"]["deployed"]["metric"]
+
+
+def test_int4_needs_dynamic_and_vocab_cannot_come_first(tmp_path, tiny_tokenizer):
+    recipe = _recipe(tmp_path, tiny_tokenizer, "{kind: quantize, method: static, int4: [Gather]}")
+    proc = run_cli("validate", recipe)
+    assert proc.returncode == 2 and "int4" in proc.stderr and "Traceback" not in proc.stderr
+    text = Path(recipe).read_text().replace("  - kind: distill\n", "  - kind: vocab\n  - kind: distill\n", 1)
+    (tmp_path / "bad.yaml").write_text(text.replace("static, int4: [Gather]", "dynamic"))
+    proc = run_cli("validate", str(tmp_path / "bad.yaml"))
+    assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
