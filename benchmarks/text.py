@@ -71,10 +71,9 @@ def student_run(work: Path, data_dir: Path, *, quick: bool, reuse_run: bool | Pa
 
 
 def shipped_session_options(run_dir: Path) -> dict[str, Any]:
-    """The ONNX Runtime session options the run ships with its file ({} = ORT's defaults): the bundle manifest's,
-    else the report's `models.deployed.session_options`."""
-    for path, keys in ((run_dir / "bundle" / "manifest.json", ("session_options",)),
-                       (run_dir / "bundle" / "manifest.json", ("preprocessing", "session_options")),
+    """The ONNX Runtime session options the run ships with its file ({} = ORT's defaults): the bundle manifest's
+    `model.session_options`, else the report's `models.deployed.session_options`."""
+    for path, keys in ((run_dir / "bundle" / "manifest.json", ("model", "session_options")),
                        (run_dir / "report.json", ("models", "deployed", "session_options"))):
         if path.is_file():
             node: Any = json.loads(path.read_text())
