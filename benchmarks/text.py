@@ -244,7 +244,8 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     peak = hardware.gemm_peak(load_target("x86_vnni"), work / "gemm", size=256 if quick else 1024,
                               runs=5 if quick else 30)
     return {
-        "title": "STS-B, all-MiniLM-L6-v2 teacher → what users ship instead vs the distilled student",
+        "title": "STS-B, all-MiniLM-L6-v2 teacher → what users ship instead vs the distilled student"
+                 + (" (STAND-IN student, not a compress run)" if stand_in else ""),
         "metric_name": "Spearman",
         "data": {"path": str(data_dir), "dev_pairs": len(teacher_data.test), "max_length": 128,
                  "metric": "STS-B dev Spearman of cosine similarity vs gold, on each ONNX file with its own tokenizer"},
