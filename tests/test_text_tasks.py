@@ -56,11 +56,14 @@ def test_embedding_metric_is_spearman_of_pair_cosines(tiny_tokenizer):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(int(max(v.max() for v in ds.test.inputs.values())) + 1, 8))
 
-    def predict(batch):  # an "embedding" that depends on the tokens: sum of random vectors of the ids
-        return {"embedding": table[batch["input_ids"]].sum(axis=1)}
+    def embed(ids, mask):  # an "embedding" that depends on the tokens: sum of random vectors of the unpadded ids
+        return (table[ids] * mask[..., None]).sum(axis=1)
 
-    a = table[ds.test.inputs["a.input_ids"]].sum(axis=1)
-    b = table[ds.test.inputs["b.input_ids"]].sum(axis=1)
+    def predict(batch):
+        return {"embedding": embed(batch["input_ids"], batch["attention_mask"])}
+
+    a = embed(ds.test.inputs["a.input_ids"], ds.test.inputs["a.attention_mask"])
+    b = embed(ds.test.inputs["b.input_ids"], ds.test.inputs["b.attention_mask"])
     want = spearman(cosine_rows(a, b), ds.test.targets)
     assert task.score(predict, ds.test, batch_size=32) == pytest.approx(want)
     assert np.isnan(task.score(predict, ds.train))  # a corpus has no gold scores

@@ -101,7 +101,7 @@ def run_teacher(teacher: nn.Module, inputs: dict[str, torch.Tensor], task: Task,
     teacher.eval()
     n = len(next(iter(inputs.values())))
     with torch.no_grad():
-        return torch.cat([task.primary(task.forward(teacher, {k: v[i : i + batch_size] for k, v in inputs.items()}))
+        return torch.cat([task.primary(task.forward(teacher, task.trim({k: v[i : i + batch_size] for k, v in inputs.items()})))
                           for i in range(0, n, batch_size)])
 
 

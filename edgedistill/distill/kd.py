@@ -22,6 +22,7 @@ from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
 from .losses import LOGIT_LOSSES, OUTPUT_LOSSES, standardize
 from .schedules import TemperatureState
+from .transformer_terms import TRANSFORMER_TERMS, TransformerTerm
 
 
 def _feature_terms(cfg, student: nn.Module, teacher: nn.Module, probe, task=None) -> list[FeatureTerm]:
@@ -52,10 +53,14 @@ def train_student(
     *,
     seed: int,
     checkpoint: Path | None,
+    train: Any = None,
 ) -> dict[str, Any]:
-    """Distill `teachers` into `student` (in place, best validation epoch kept); returns the step's report entry."""
+    """Distill `teachers` into `student` (in place, best validation epoch kept); returns the step's report entry.
+
+    `train` is the split to train on (a stage's own `data:`); validation always uses the recipe's data."""
     t0 = time.perf_counter()
     data, recipe, task = ctx.data, ctx.recipe.config, ctx.task
+    train = data.train if train is None else train
     batch_size = cfg.train.batch_size or recipe.data.batch_size
     terms = cfg.loss_terms(task)
     logit_terms = [t for t in terms if t.name in LOGIT_LOSSES]
@@ -68,9 +73,9 @@ def train_student(
     temp = TemperatureState(cfg.temperature, cfg.temperature_schedule)
     transform = standardize if cfg.standardize else None
     aug = cfg.augment
-    x_train = task.to_torch(data.train.inputs)
-    n_train = len(data.train)
-    probe_batch = {k: v[: min(4, n_train)] for k, v in x_train.items()}
+    x_train = task.to_torch(train.inputs)
+    n_train = len(train)
+    probe_batch = task.trim({k: v[: min(4, n_train)] for k, v in x_train.items()})
 
     def probe(model: nn.Module) -> object:
         return task.forward(model, probe_batch)
@@ -78,12 +83,17 @@ def train_student(
     def augment(x: dict[str, torch.Tensor], shifts: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: apply_shifts(v, shifts) for k, v in x.items()}  # only image-shaped inputs move
 
-    # features: recorders on both networks, connectors sized by one dry forward pass
+    # features: recorders on both networks, connectors sized by one dry forward pass; transformer terms record
+    # layer outputs and q/k/v projections the same way, and size their hidden-state projections from that pass
     feature_terms = _feature_terms(cfg, student, teachers[0], probe, task)
-    s_rec = Recorder(student, [s for ft in feature_terms for s, _ in ft.pairs]) if feature_terms else None
-    t_rec = Recorder(teachers[0], [t for ft in feature_terms for _, t in ft.pairs]) if feature_terms else None
+    inner_terms = [TransformerTerm(term, student, teachers[0], f"stages.{ctx.index - 1}.losses.{i}")
+                   for i, term in enumerate(terms) if term.name in TRANSFORMER_TERMS]
+    s_names = [s for ft in feature_terms for s, _ in ft.pairs] + [n for it in inner_terms for n in it.modules()[0]]
+    t_names = [t for ft in feature_terms for _, t in ft.pairs] + [n for it in inner_terms for n in it.modules()[1]]
+    s_rec = Recorder(student, s_names) if s_names else None
+    t_rec = Recorder(teachers[0], t_names) if t_names else None
     connectors = nn.ModuleList()
-    if feature_terms:
+    if s_names:
         was_training = student.training
         student.eval()
         with torch.no_grad():
@@ -93,19 +103,36 @@ def train_student(
         for ft in feature_terms:
             ft.build_connectors(s_rec.outputs, t_rec.outputs)
             connectors.append(ft.connectors)
+        for it in inner_terms:
+            it.build(s_rec.outputs, t_rec.outputs)
+            connectors.append(it.projections)
+
+    if output_terms:  # an embedding is compared as it is: a narrower student needs hidden_mse's projections
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            widths = [tuple(task.primary(probe(m)).shape[1:]) for m in (student, teachers[0])]
+        student.train(was_training)
+        if widths[0] != widths[1]:
+            raise UserError(f"{output_terms[0].name} compares the outputs directly, but the student's is "
+                            f"{list(widths[0])} wide and the teacher's {list(widths[1])}",
+                            where=f"stages.{ctx.index - 1}.losses",
+                            fix="keep the teacher's hidden size, or use hidden_mse (learned projections) and "
+                                "minilmv2_relations, which work across widths")
 
     # teacher outputs: cached (once, or once per epoch with augmentation) or live
     cache_dir = Path(cfg.cache.dir).expanduser() if cfg.cache.dir else ctx.run_dir / "cache"
     live_reason = None
-    if not needs_teacher and not feature_terms:
+    recorded = bool(feature_terms or inner_terms)
+    if not needs_teacher and not recorded:
         live_reason = "no teacher term"
     elif not cfg.cache.enabled:
         live_reason = "cache.enabled is false"
     elif aug.active and cfg.cache.augmented == "live":
         live_reason = "random augmentation with cache.augmented: live"
     live = [live_reason is not None] * len(teachers)
-    if feature_terms:
-        live[0] = True  # feature terms need the teacher's activations for every step
+    if recorded:
+        live[0] = True  # feature and transformer terms need the teacher's activations for every step
     counters = [count_calls(t) for t in teachers]
     outputs: list[TeacherOutputs | None] = [None] * len(teachers)
     cache_events: list[dict[str, Any]] = []
@@ -152,7 +179,7 @@ def train_student(
         s = task.primary(task.forward(model, x))
         t = temp.value
         loss = s.new_zeros(())
-        if needs_teacher or feature_terms:
+        if needs_teacher or recorded:
             targets = [teacher_targets(k, x, idx) for k in range(len(teachers))]
             s_kd = standardize(s) if cfg.standardize else s
             if logit_terms:
@@ -166,6 +193,9 @@ def train_student(
                     loss = loss + term.weight * OUTPUT_LOSSES[term.name](s, ref)
             for ft in feature_terms:
                 loss = loss + ft(s_rec.outputs, t_rec.outputs)
+            mask = x.get("attention_mask")
+            for it in inner_terms:
+                loss = loss + it(s_rec.outputs, t_rec.outputs, mask)
             if cfg.temperature_schedule.kind == "dynamic" and logit_terms:
                 with torch.no_grad():
                     temp.observe_gap(LOGIT_LOSSES["kl"](s_kd, teacher_probs(targets, 1.0), y, 1.0, 0.0).item())
@@ -176,7 +206,7 @@ def train_student(
 
     before = [p.detach().clone() for p in connectors.parameters()]
     try:
-        result = fit(student, data.train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
+        result = fit(student, train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
                      task=task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
                      resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step,
                      state={"temperature": temp})
@@ -194,6 +224,7 @@ def train_student(
         cache_use = "off"
     return {
         "params": sum(p.numel() for p in student.parameters()),
+        "train_rows": n_train,
         "val_metric": result.best_metric,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -203,12 +234,15 @@ def train_student(
         "temperature_final": temp.value,
         "teacher_forward_calls": [c[0] for c, _ in counters],
         "cache": {"use": cache_use, "mode": cfg.cache.mode if cache_use != "off" else None,
-                  "reason": live_reason or ("feature terms need the teacher's activations" if feature_terms else None),
+                  "reason": live_reason or ("feature terms need the teacher's activations" if recorded else None),
                   "hits": sum(e["hit"] for e in cache_events), "misses": sum(not e["hit"] for e in cache_events),
                   "key_count": len({e["key"] for e in cache_events}),
                   "keys": sorted({e["key"] for e in cache_events})[:4]},  # per-epoch caches have one key per epoch
         "features": [{"loss": ft.loss, "weight": ft.weight, "pairs": [list(p) for p in ft.pairs],
                       "connectors": len(ft.connectors)} for ft in feature_terms],
+        "transformer_terms": [{"loss": it.name, "weight": it.weight, "pairs": [list(p) for p in it.pairs],
+                               "projection_params": sum(p.numel() for p in it.projections.parameters())}
+                              for it in inner_terms],
         "connector_params": sum(p.numel() for p in connectors.parameters()),
         # how far training moved the connectors (they train with the student, but are never part of it)
         "connector_update_norm": float(sum((p.detach() - b).norm() ** 2 for p, b in zip(connectors.parameters(), before, strict=True)) ** 0.5),

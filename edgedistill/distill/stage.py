@@ -23,8 +23,11 @@ from .cache import CacheConfig
 from .schedules import TemperatureSchedule
 from .strategies import StrategyConfig
 
-LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce")
+LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "logits_kl")
 OUTPUT_TERMS = ("embedding_mse", "embedding_cosine")  # the task's output vector itself (text_embedding)
+# inside a Hugging Face encoder (transformer_terms.py); logits_kl is the classifier-logit term of the same family
+TRANSFORMER_TERMS = ("hidden_mse", "attention_kl", "value_relation_kl", "minilmv2_relations")
+TEXT_ONLY_TERMS = (*TRANSFORMER_TERMS, "logits_kl")
 FEATURE_TERMS = ("mse", "cosine", "attention", "rkd_distance", "rkd_angle")
 # Sparse Logit Sampling gives an unbiased estimate of the teacher's probabilities; only losses whose gradient
 # is linear in them (forward KL, label CE) stay unbiased. rkl is refused for every sparse mode (log 0).
@@ -35,14 +38,22 @@ class LossTerm(Strict):
     """One weighted term of the loss. Feature terms name their layers, or ask for `evenly` spaced ones."""
 
     name: Literal["kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "mse", "cosine", "attention", "rkd_distance",
-                  "rkd_angle", "embedding_mse", "embedding_cosine"] = Field(
+                  "rkd_angle", "embedding_mse", "embedding_cosine", "hidden_mse", "attention_kl", "value_relation_kl",
+                  "minilmv2_relations", "logits_kl"] = Field(
         description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle; "
-                    "output (text_embedding, the default there): embedding_mse embedding_cosine")
+                    "output (text_embedding, the default there): embedding_mse embedding_cosine; transformer "
+                    "(Hugging Face text models): hidden_mse attention_kl value_relation_kl minilmv2_relations, and "
+                    "logits_kl (text_classification)")
     weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
     skew: float = Field(0.1, ge=0, le=1, description="skew_kl / skew_rkl: the mixing weight a")
-    student_layers: list[str] | None = Field(None, description="feature terms: student module names (model.named_modules())")
-    teacher_layers: list[str] | None = Field(None, description="feature terms: teacher module names, paired in order")
+    student_layers: list[int | str] | None = Field(
+        None, description="feature terms: student module names (model.named_modules()); transformer terms: "
+                          "student encoder layer indices (0 = first layer; default: uniform for hidden_mse, last for the others)")
+    teacher_layers: list[int | str] | None = Field(
+        None, description="feature terms: teacher module names; transformer terms: teacher layer indices; paired in order")
     evenly: int | None = Field(None, ge=1, le=64, description="feature terms: pick this many evenly spaced layers in each network")
+    relation_heads: int | None = Field(
+        None, ge=1, le=1024, description="minilmv2_relations: relation heads (must divide both attention widths; default: the teacher's head count)")
 
 
 class DistillConfig(Strict):
@@ -57,6 +68,9 @@ class DistillConfig(Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig, description="the teacher-output cache")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="random augmentation of training inputs")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training of each student")
+    data: dict[str, Any] | None = Field(
+        None, description="this stage's own training data (progressive distillation), merged over the recipe's "
+                          "data: e.g. {name: text_corpus, path: corpus.txt}; validation and evaluation stay on the recipe's data")
 
     def loss_terms(self, task: Any = None) -> list[LossTerm]:
         """The recipe's terms; by default Hinton KD, or the task's own default (MSE to the teacher's embedding)."""
@@ -82,6 +96,14 @@ class DistillConfig(Strict):
         sparse = self.cache.enabled and self.cache.mode != "dense"
         for i, term in enumerate(self.loss_terms()):
             has_layers = term.student_layers is not None or term.teacher_layers is not None
+            if term.relation_heads is not None and term.name != "minilmv2_relations":
+                return (("losses", i, "relation_heads"), "relation_heads only applies to minilmv2_relations",
+                        "remove relation_heads from this term")
+            if term.name in TRANSFORMER_TERMS:
+                problem = _check_transformer_layers(term)
+                if problem:
+                    return (("losses", i, *problem[0]), problem[1], problem[2])
+                continue
             if term.name in (*LOGIT_TERMS, *OUTPUT_TERMS) and (has_layers or term.evenly):
                 return (("losses", i), f'"{term.name}" compares the model outputs and takes no layers',
                         "remove student_layers/teacher_layers/evenly, or use a feature loss")
@@ -92,6 +114,9 @@ class DistillConfig(Strict):
                 if has_layers and len(term.student_layers or []) != len(term.teacher_layers or []):
                     return (("losses", i, "teacher_layers"), "student_layers and teacher_layers must have the same length",
                             "pair each student layer with one teacher layer")
+                if any(not isinstance(n, str) for n in (*(term.student_layers or []), *(term.teacher_layers or []))):
+                    return (("losses", i, "student_layers"), f'feature loss "{term.name}" names layers by module name',
+                            "quote the names, e.g. student_layers: ['0.2'] (indices are for transformer terms)")
             if term.name in OUTPUT_TERMS and sparse:
                 return (("cache", "mode"), f'"{term.name}" needs the teacher\'s full output, not {self.cache.mode}',
                         "use cache.mode: dense")
@@ -125,6 +150,78 @@ class DistillConfig(Strict):
                 return (field, exc.message, exc.fix or "")
         return None
 
+    def check_recipe(self, recipe: Any) -> tuple[tuple, str, str] | None:
+        """Checks that need the whole recipe: transformer terms need a text task and Hugging Face models whose
+        layers exist; the stage's own data must exist and suit the losses."""
+        from ..tasks import load_tasks
+        from ..tasks.text_base import TextTask
+        from .transformer_terms import check_indices, is_transformer_spec, spec_layer_count
+
+        task_cls = load_tasks().get(getattr(recipe.task, "kind", "image_classification"))
+        index = next((k for k, s in enumerate(recipe.stages) if s is self), len(recipe.stages))
+        terms = self.loss_terms(task_cls)
+        if self.data is not None:
+            from .stage_data import check_stage_data
+
+            problem = check_stage_data(recipe.data, self.data, [t.name for t in terms if t.name == "ce"])
+            if problem:
+                return problem
+        if task_cls is not None and getattr(task_cls, "default_distill_loss", None):
+            for i, term in enumerate(terms):
+                if term.name in LOGIT_TERMS:
+                    return (("losses", i, "name"), f'{task_cls.kind} has no class logits: "{term.name}" does not apply',
+                            "use embedding_mse or embedding_cosine (the default), or transformer terms such as hidden_mse")
+        inner = [(i, t) for i, t in enumerate(terms) if t.name in TEXT_ONLY_TERMS]
+        if not inner:
+            return None
+        i, first = inner[0]
+        if task_cls is None or not issubclass(task_cls, TextTask):
+            return (("losses", i, "name"), f'"{first.name}" is a transformer loss; the task '
+                    f'"{getattr(task_cls, "kind", "?")}" is not a text task',
+                    "use logit or feature losses (kl, ce, mse, ...) here, or task: text_embedding / text_classification")
+        student = self.student  # none: the model of the previous stages (their last student, or the teacher)
+        if student is None:
+            student = next((s.student for s in reversed(recipe.stages[:index]) if isinstance(getattr(s, "student", None), dict)),
+                           recipe.teacher.model)
+        for what, spec in (("student", student), ("teacher", recipe.teacher.model)):
+            if not is_transformer_spec(spec):
+                field = ("student",) if what == "student" and self.student is not None else ("losses", i, "name")
+                return (field, f'"{first.name}" needs Hugging Face transformers; the {what} model '
+                        f'"{spec.get("name") if isinstance(spec, dict) else spec}" is not one',
+                        "use Hugging Face models (name: hf or hf_derived), or logit/feature losses")
+        t_count = spec_layer_count(recipe.teacher.model, None)
+        s_count = spec_layer_count(student, t_count)
+        for i, term in inner:
+            for key, layers, count, who in (("student_layers", term.student_layers, s_count, "student"),
+                                            ("teacher_layers", term.teacher_layers, t_count, "teacher")):
+                if layers is not None and count is not None:
+                    problem = check_indices(layers, count, who)
+                    if problem:
+                        return (("losses", i, key), *problem)
+        return None
+
+
+def _check_transformer_layers(term: LossTerm) -> tuple[tuple, str, str] | None:
+    """Transformer terms take encoder layer indices, both lists or neither (the default mapping), no `evenly`."""
+    if term.evenly:
+        return (("evenly",), f'"{term.name}" maps encoder layers by index, not `evenly`',
+                "remove evenly; give student_layers + teacher_layers, or neither for the default mapping")
+    if (term.student_layers is None) != (term.teacher_layers is None):
+        return (("teacher_layers" if term.teacher_layers is None else "student_layers",),
+                "give both student_layers and teacher_layers, or neither (the default mapping)",
+                "e.g. student_layers: [0, 1, 2], teacher_layers: [1, 3, 5]")
+    if term.student_layers is None:
+        return None
+    for key in ("student_layers", "teacher_layers"):
+        layers = getattr(term, key)
+        if not layers or any(not isinstance(n, int) or n < 0 for n in layers):
+            return ((key,), f"{key} of {term.name} must be a non-empty list of encoder layer indices (0, 1, ...)",
+                    "e.g. student_layers: [0, 1, 2], teacher_layers: [1, 3, 5]")
+    if len(term.student_layers) != len(term.teacher_layers):
+        return (("teacher_layers",), "student_layers and teacher_layers must have the same length",
+                "pair each student layer with one teacher layer")
+    return None
+
 
 @register_stage("distill", DistillConfig, may_follow={START, "distill", "prune"},
                 summary="train a student against the teacher(s): logit/feature losses, born-again, assistants, multi-teacher")
@@ -155,7 +252,13 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
     if strategy.kind == "multi_teacher" and strategy.weights is not None:
         weights = list(strategy.weights)
 
+    train_split = None  # the recipe's training data, unless this stage names its own (progressive distillation)
+    if cfg.data is not None:
+        from .stage_data import load_stage_train
+
+        train_split = load_stage_train(recipe.data, cfg.data, ctx.task, where=f"stages.{ctx.index - 1}.data")
     trained: list[Any] = []
+    trainable: dict[int, list[bool]] = {}
     reports: list[dict[str, Any]] = []
     for i, step in enumerate(steps):
         last = i == len(steps) - 1
@@ -167,10 +270,13 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
         step_teachers = teachers if step.teacher == -1 else [trained[step.teacher].eval()]
         for p in (step_teachers[0].parameters() if step.teacher != -1 else []):
             p.requires_grad_(False)
+        # what a builder froze stays frozen, in training and afterwards (only the all-frozen copy of the teacher
+        # that the first stage receives as "the current model" is made trainable)
+        flags = [p.requires_grad for p in student.parameters()]
+        trainable[id(student)] = flags if any(flags) or student is not state.model else [True] * len(flags)
+        _set_trainable(student, trainable[id(student)])
         info = train_student(step.name, student, step_teachers, weights if step.teacher == -1 else [1.0], cfg, ctx,
-                             seed=recipe.seed + i, checkpoint=ctx.stage_dir / f"train_state-{i}.pt")
-        for p in student.parameters():
-            p.requires_grad_(True)
+                             seed=recipe.seed + i, checkpoint=ctx.stage_dir / f"train_state-{i}.pt", train=train_split)
         trained.append(student)
         taught_by = "teacher" if step.teacher == -1 else steps[step.teacher].name
         if step.teacher == -1 and len(teachers) > 1:
@@ -181,6 +287,8 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
     if strategy.kind == "born_again" and strategy.keep == "best":
         sign = 1 if ctx.task.metric.higher_is_better else -1
         chosen = max(range(len(steps)), key=lambda j: sign * reports[j]["val_metric"])
+    for model in trained:  # students used as teachers of later steps were frozen meanwhile
+        _set_trainable(model, trainable[id(model)])
     student, spec = trained[chosen], steps[chosen].spec
     if chosen == len(steps) - 1 and cfg.student is None and strategy.kind in ("kd", "multi_teacher", "assistants"):
         spec = state.spec
@@ -192,6 +300,12 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
                  "epochs_run": final["epochs_run"], "history": final["history"],
                  "resumed_from_epoch": final["resumed_from_epoch"], "chosen_step": steps[chosen].name,
                  "teachers": teacher_info, "teacher_weights": weights, "world_size": final["world_size"],
-                 "cache": final["cache"], "steps": [{k: v for k, v in r.items() if k != "history"} for r in reports]},
+                 "cache": final["cache"], "train_rows": final["train_rows"],
+                 "train_data": dict(cfg.data) if cfg.data is not None else "recipe", "steps": [{k: v for k, v in r.items() if k != "history"} for r in reports]},
     )
     return ModelState(student, spec, state.teacher, state.teacher_spec, None, [*state.lineage, record])
+
+
+def _set_trainable(model: Any, flags: list[bool]) -> None:
+    for p, flag in zip(model.parameters(), flags, strict=True):
+        p.requires_grad_(flag)

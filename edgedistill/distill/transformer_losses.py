@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .losses import kd_kl, register_output_loss
+from .losses import forward_kl, kd_kl, register_logit_loss, register_output_loss
 
 # ---------------------------------------------------------------- pooled embedding
 
@@ -48,6 +48,12 @@ def embedding_cosine(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def logits_kl(s: torch.Tensor, t: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)) for classification heads."""
     return kd_kl(s, t, temperature)
+
+
+@register_logit_loss("logits_kl")
+def logits_kl_term(s: torch.Tensor, p: torch.Tensor, y: torch.Tensor, t: float, skew: float = 0.0) -> torch.Tensor:
+    """`logits_kl` as a recipe term: the teacher's probabilities at T come from the cache or a live pass."""
+    return forward_kl(s, p, y, t)
 
 
 # ---------------------------------------------------------------- hidden states

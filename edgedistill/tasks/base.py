@@ -163,6 +163,12 @@ class Task:
         """Zero inputs of the right names, dtypes and shapes (zeros are valid pixels and token ids alike)."""
         return {s.name: np.zeros(s.shape(batch=batch, **axes), dtype=s.dtype) for s in self.inputs}
 
+    def trim(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch without padding every row shares (text: trailing all-padding columns); the same by default.
+
+        Padding is masked, so dropping it changes no result, only the cost of the forward pass."""
+        return dict(batch)
+
     def feed(self, split: Split, rows: Any) -> Batch:
         """Named inputs of `rows` (a slice or an index array) of a split, as the model/file expects them."""
         return {n: np.ascontiguousarray(split.inputs[n][rows]) for n in self.input_names}
@@ -185,7 +191,7 @@ class Task:
         """Run `predict` over `split` in batches and compute the metric from the named outputs."""
         outs: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(split), batch_size):
-            got = predict(self.feed(split, slice(i, i + batch_size)))
+            got = predict(self.trim(self.feed(split, slice(i, i + batch_size))))
             for k, v in got.items():
                 outs.setdefault(k, []).append(v)
         joined = {k: np.concatenate(v) for k, v in outs.items()}

@@ -31,6 +31,28 @@ def token_inputs(data: Dataset | None, names: tuple[str, ...] | None = None) -> 
     return tuple(TensorSpec(n, "int64", ("batch", "sequence")) for n in names)
 
 
+def trim_padding(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the trailing sequence columns that are padding in every row (numpy arrays or torch tensors alike).
+
+    Each attention mask (`attention_mask`, or `a.attention_mask` in a pair split) trims the token inputs of its
+    own prefix; columns a row still attends to are always kept, so the masked forward pass is unchanged.
+    Left-padded batches keep their length (nothing trails)."""
+    out = dict(batch)
+    for key, mask in batch.items():
+        if not key.endswith("attention_mask") or getattr(mask, "ndim", 0) != 2:
+            continue
+        prefix = key[: -len("attention_mask")]
+        used = np.flatnonzero(np.asarray(mask).any(axis=0))
+        length = max(int(used[-1]) + 1 if len(used) else 1, 1)
+        if length == mask.shape[1]:
+            continue
+        for name in TOKEN_INPUTS:
+            value = batch.get(prefix + name)
+            if value is not None and value.ndim == 2 and value.shape[1] == mask.shape[1]:
+                out[prefix + name] = value[:, :length]
+    return out
+
+
 class TextTask(Task):
     """Base of the text tasks (not registered itself)."""
 
@@ -51,6 +73,10 @@ class TextTask(Task):
             if name in ("input_ids", "attention_mask"):
                 out[name] = np.ones_like(arr)
         return out
+
+    def trim(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Token inputs cut to the batch's longest row (what `padding: longest` gives the app per batch)."""
+        return trim_padding(batch)
 
     def feed(self, split: Split, rows: Any) -> dict[str, np.ndarray]:
         """A pair split feeds its first sentences (calibration, profiling and parity need one sentence a row)."""

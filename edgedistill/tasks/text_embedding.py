@@ -67,5 +67,5 @@ class TextEmbedding(TextTask):
             for i in range(0, len(split), batch_size):
                 rows = slice(i, i + batch_size)
                 feed = {n: np.ascontiguousarray(split.inputs[f"{side}.{n}"][rows]) for n in self.input_names}
-                outs.setdefault(f"{side}.{OUTPUT}", []).append(np.asarray(predict(feed)[OUTPUT]))
+                outs.setdefault(f"{side}.{OUTPUT}", []).append(np.asarray(predict(self.trim(feed))[OUTPUT]))
         return self.compute_metric({k: np.concatenate(v) for k, v in outs.items()}, split.targets)

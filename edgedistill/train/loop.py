@@ -107,7 +107,9 @@ def fit(
 
     `compute_loss(model, inputs, y, idx)` gets the batch's named input tensors, its targets and the sample
     indices (so a teacher-output cache can be read). The validation metric is the task's.
-    `extra_params` are trained with the model but are not part of it (e.g. feature adapters).
+    `extra_params` are trained with the model but are not part of it (e.g. feature adapters); the model's frozen
+    parameters (requires_grad=False) stay out of the optimizer. Each batch is trimmed by `task.trim` (text:
+    to its longest row) before the forward pass.
     `state` holds the caller's stateful schedules; they are saved with each epoch checkpoint and restored on resume.
     Under torchrun, `compute_loss` receives the DistributedDataParallel wrapper: call it, do not unwrap it.
     """
@@ -119,7 +121,11 @@ def fit(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    params = list(model.parameters()) + list(extra_params or [])
+    # parameters a builder froze (requires_grad=False, e.g. a frozen embedding table) are never trained
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    if not params:
+        raise UserError(f"nothing to train in {label}: every parameter of the model is frozen", where=label,
+                        fix="leave some parameters trainable (requires_grad=True) in the model's builder")
     optimizer = make_optimizer(params, cfg)
     x, y = {k: torch.from_numpy(v) for k, v in train.inputs.items()}, torch.from_numpy(train.targets)
     idx = torch.arange(len(train))
@@ -175,7 +181,8 @@ def fit(
                 group["lr"] = cfg.lr * lr_factor(cfg, global_step, total, warmup)
             if on_step is not None:
                 on_step(epoch, global_step, total)
-            loss = compute_loss(net, {k: v[batch] for k, v in x.items()}, y[batch], idx[batch])
+            inputs = task.trim({k: v[batch] for k, v in x.items()})  # padding every row shares costs time, not results
+            loss = compute_loss(net, inputs, y[batch], idx[batch])
             if not _finite_everywhere(loss, world):
                 raise diverged(f"loss became {loss.item()}", epoch, step)
             optimizer.zero_grad(set_to_none=True)
