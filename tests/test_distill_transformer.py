@@ -111,6 +111,19 @@ def test_valid_terms_and_stage_data_pass_and_change_the_stage_key(tmp_path, corp
     assert a.stage_key(0) != b.stage_key(0)  # a resumed run never reuses a stage trained on other data
 
 
+def test_default_layer_pairs_and_the_logits_term():
+    from edgedistill.distill import transformer_losses as tl
+    from edgedistill.distill.losses import LOGIT_LOSSES
+    from edgedistill.distill.transformer_terms import default_pairs
+
+    assert default_pairs("hidden_mse", 3, 6) == [(0, 1), (1, 3), (2, 5)]  # TinyBERT's uniform mapping
+    assert default_pairs("hidden_mse", 2, 2) == [(0, 0), (1, 1)]
+    assert default_pairs("attention_kl", 3, 6) == [(2, 5)]  # MiniLM: last to last
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    term = LOGIT_LOSSES["logits_kl"](s, torch.softmax(t / 2.0, dim=-1), None, 2.0)
+    torch.testing.assert_close(term, tl.logits_kl(s, t, 2.0))  # the recipe term is the plain function
+
+
 # ---------------------------------------------------------------- padding
 
 
@@ -274,3 +287,39 @@ def test_frozen_parameters_stay_out_of_the_optimizer_and_stay_frozen(tmp_path, t
     saved = torch.load(ctx.stage_dir / "train_state-0.pt", weights_only=True)
     trainable = sum(1 for p in model.parameters() if p.requires_grad)
     assert len(saved["optimizer"]["param_groups"][0]["params"]) == trainable == len(list(model.parameters())) - 1
+
+
+@pytest.mark.slow
+def test_compress_a_text_classifier_with_logits_kl_and_attention_terms(tmp_path, tiny_tokenizer):
+    """text_classification: logits_kl + ce with attention and hidden-state terms, a student derived from the
+    teacher (2 of 4 layers), then static int8 and export; the deployed file is scored."""
+    rows = [line.split("\t") for line in (STSB / "sts-train.csv").read_text(encoding="utf-8").splitlines()][::6]
+    labelled = tmp_path / "genre.csv"
+    labelled.write_text("text,label\n" + "".join(f'"{r[5].replace(chr(34), "")}",{r[0]}\n' for r in rows),
+                        encoding="utf-8")
+    data = (f"{{name: text_labelled, path: {labelled}, tokenizer: {tiny_tokenizer}, max_length: 24, "
+            "batch_size: 32, train_limit: 160, test_limit: 80}")
+    stages = """  - kind: distill
+    student: {name: hf_derived, layers: [1, 3]}
+    temperature: 2.0
+    train: {epochs: 2, lr: 0.002}
+    losses:
+      - {name: logits_kl, weight: 0.8}
+      - {name: ce, weight: 0.2}
+      - {name: attention_kl, weight: 0.5, student_layers: [0, 1], teacher_layers: [1, 3]}
+      - {name: value_relation_kl, weight: 0.5}
+      - {name: hidden_mse, weight: 0.5}
+  - {kind: quantize, method: dynamic}
+  - kind: export
+"""
+    recipe = write_recipe(tmp_path, stages, task="text_classification", data=data)
+    out = tmp_path / "run"
+    proc = run_cli("compress", "--recipe", recipe, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    step = report["stages"][1]["details"]["steps"][0]
+    assert {t["loss"] for t in step["transformer_terms"]} == {"attention_kl", "value_relation_kl", "hidden_mse"}
+    assert next(t for t in step["transformer_terms"] if t["loss"] == "attention_kl")["pairs"] == [[0, 1], [1, 3]]
+    assert step["cache"]["use"] == "off"  # the attention terms need the live teacher at every step
+    assert all(np.isfinite(h["train_loss"]) for h in report["stages"][1]["details"]["history"])
+    assert 0.0 <= report["models"]["deployed"]["metric"] <= 1.0
