@@ -89,6 +89,15 @@ def test_transformer_terms_and_stage_data_are_checked_at_validation(tmp_path, st
     refused(tmp_path, stages, where=where, match=match)
 
 
+def test_validate_exits_2_naming_the_field_and_the_fix(tmp_path):
+    path = write_recipe(tmp_path, "  - {kind: distill, student: {name: hf_derived, layers: [1, 3]}, losses: "
+                                  "[{name: hidden_mse, student_layers: [2], teacher_layers: [3]}]}")
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "stages.0.losses.0.student_layers" in proc.stderr and "use student layer indices in 0..1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_transformer_terms_are_refused_for_image_tasks(tmp_path):
     refused(tmp_path, "  - {kind: distill, student: {name: cnn}, losses: [{name: attention_kl}]}",
             task="image_classification", data="{name: digits}", teacher="{name: cnn}",
