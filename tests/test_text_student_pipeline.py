@@ -159,3 +159,17 @@ def test_int4_needs_dynamic_and_vocab_cannot_come_first(tmp_path, tiny_tokenizer
     (tmp_path / "bad.yaml").write_text(text.replace("static, int4: [Gather]", "dynamic"))
     proc = run_cli("validate", str(tmp_path / "bad.yaml"))
     assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_step_check_skips_only_frozen_parameters():
+    from edgedistill.finite import model_nonfinite
+
+    net = torch.nn.Sequential(torch.nn.Embedding(4, 2), torch.nn.Linear(2, 2))
+    net[0].weight.requires_grad_(False)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    assert model_nonfinite(net) == ["0.weight"]  # a loaded checkpoint is checked whole
+    assert model_nonfinite(net, trainable_only=True) == []  # a step cannot change a frozen table
+    with torch.no_grad():
+        net[1].bias[0] = float("inf")
+    assert model_nonfinite(net, trainable_only=True) == ["1.bias"]

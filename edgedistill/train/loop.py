@@ -192,7 +192,7 @@ def fit(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
-            bad = model_nonfinite(model, extra_params or [])
+            bad = model_nonfinite(model, extra_params or [], trainable_only=True)
             if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
                 raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, step)
             running += loss.item() * len(batch)
