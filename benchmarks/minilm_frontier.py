@@ -190,6 +190,10 @@ def main() -> int:
                     help="re-time only the teacher's fp32 and int8 files and each student's smallest file (fewer "
                          "workers: tighter ratios on a loaded machine); Spearman is not recomputed")
     ap.add_argument("--train-only", action="store_true", help="train and quantize the students, measure nothing")
+    ap.add_argument("--table", choices=("int8", "int4"), default="int4",
+                    help="which pruned-vocabulary file of each student is timed: int8 table, or int4 table + int8 MatMuls")
+    ap.add_argument("--bundle", action="append", default=[],
+                    help="also measure a compress run's bundle folder (model.onnx + tokenizer/), e.g. minilm_embedder's")
     ap.add_argument("--target", default=None, help="target for timing (default: the best this machine runs)")
     args = ap.parse_args()
     data, out = Path(args.data), Path(args.out)
@@ -277,6 +281,10 @@ def main() -> int:
                 files[f"{label} {kind}"] = p
                 tokenizers[f"{label} {kind}"] = t
 
+    for folder in map(Path, args.bundle):  # the pipeline's shipped file, with the tokenizer it ships
+        files[f"bundle {folder.parent.name}"] = folder / "model.onnx"
+        tokenizers[f"bundle {folder.parent.name}"] = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+
     if args.train_only:
         return 0
     for key, path in files.items():
@@ -284,7 +292,7 @@ def main() -> int:
             results[key] = {"spearman": float("nan"), "size_mb": round(file_size_mb(path), 2)}
             continue
         results[key] = {"spearman": round(spearman_onnx(path, tokenizers[key], dev), 4),
-                        "size_mb": round(file_size_mb(path), 2), "file": str(path.relative_to(out))}
+                        "size_mb": round(file_size_mb(path), 2), "file": str(path)}
         print(f"{key:32s} spearman {results[key]['spearman']:.4f}  {results[key]['size_mb']:7.2f} MB", flush=True)
 
     # latency: every file (fp32 with default options; int8 with and without SkipLayerNormFusion), interleaved
@@ -298,7 +306,7 @@ def main() -> int:
     timed, options = {}, {}
     for key, path in files.items():  # fp32 teacher; int8 of the teacher and each student (full vocabulary), and
         # the smallest files (pruned vocabulary + int4 table), with default options and SkipLayerNormFusion off
-        smallest = key.endswith("vocab int8+emb4")
+        smallest = key.endswith("vocab int8+emb4" if args.table == "int4" else "vocab int8") or key.startswith("bundle")
         full_int8 = key.endswith(" int8") and "vocab" not in key
         if key == "teacher fp32" or (not args.latency_only and (full_int8 or smallest)):
             timed[key] = path
@@ -312,12 +320,14 @@ def main() -> int:
         r = interleaved_ratio(base["samples_ms"], stats[key]["samples_ms"], int(base["burst"]))
         row = results.setdefault(key, dict(results[key.removesuffix(" noSLN")]))
         row.update({"p50_ms": round(stats[key]["p50_ms"], 3), "latency_ratio": round(r["ratio"], 4),
+                    "p50_ratio": round(stats[key]["p50_ms"] / base["p50_ms"], 4),
                     "ratio_q25": round(r["q25"], 4), "ratio_q75": round(r["q75"], 4)})
     print(f"\ntarget {target.name}, batch 1, seq 128, 1 thread, {args.runs} runs; ratio = p50-burst-minimum "
           f"ratio to teacher fp32 (median over interleaved bursts)")
-    print(f"{'model':38s} {'spearman':>8s} {'ratio':>7s} {'p50 ms':>8s} {'MB':>7s}")
+    print(f"{'model':38s} {'spearman':>8s} {'ratio':>7s} {'p50/p50':>7s} {'p50 ms':>8s} {'MB':>7s}")
     for key, row in results.items():
         print(f"{key:38s} {row['spearman']:8.4f} {row.get('latency_ratio', float('nan')):7.3f} "
+              f"{row.get('p50_ratio', float('nan')):7.3f} "
               f"{row.get('p50_ms', float('nan')):8.2f} {row['size_mb']:7.2f}")
     write_json(out / ("latency.json" if args.latency_only else "frontier.json"),
                {"args": vars(args), "target": target.name, "host": base["host"], "results": results})

@@ -55,6 +55,7 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
     from ..data import load_dataset
     from ..evaluate import evaluate_torch
     from ..io import atomic_dir
+    from ..models.derive import _hf_inside
     from ..models.hf_derive import prune_vocab
     from ..tasks import build_task
 
@@ -77,7 +78,7 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
     data = load_dataset(recipe.data.model_copy(update={"tokenizer": str(ctx.stage_dir / TOKENIZER_DIR)}))
     task = build_task(recipe.task, data)
     after = evaluate_torch(model, data.val, task)
-    width = model.get_input_embeddings().embedding_dim if hasattr(model, "get_input_embeddings") else None
+    width = _hf_inside(model).get_input_embeddings().embedding_dim
     details: dict[str, Any] = {"vocab_before": old_size, "vocab_after": len(kept), "keep_first": cfg.keep_first,
                                "val_metric_before": before, "val_metric_after": after, "embedding_width": width}
     ctx.log(f"vocab: kept {len(kept)} of {old_size} word pieces; val {before:.4f} -> {after:.4f}")
