@@ -145,7 +145,10 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    state = ModelState(copy.deepcopy(teacher), tspec, teacher, tspec, None, [record])
+    start = copy.deepcopy(teacher)  # the first stage's "current model": trainable, unlike the teacher it copies
+    for p in start.parameters():
+        p.requires_grad_(True)
+    state = ModelState(start, tspec, teacher, tspec, None, [record])
     rerun = "0-teacher" not in skipped  # a re-trained teacher invalidates every later stage
     s_data, s_task = data, task  # what the student is fed: re-tokenized once a vocab stage prunes its vocabulary
 

@@ -150,3 +150,22 @@ def test_bad_prune_settings_fail_validation(tmp_path):
 def test_mobile_pruned_recipe_validates():
     recipe = load_recipe("mobile_pruned")
     assert [s.kind for s in recipe.config.stages] == ["distill", "prune", "quantize", "export"]
+
+
+def test_a_prune_first_recipe_recovers_the_teacher_copy(tmp_path):
+    """The first stage's model is a copy of the frozen teacher; its recovery must train it (the trainer leaves
+    frozen parameters out of the optimizer, so a copy that stayed frozen would silently not recover)."""
+    from safetensors.numpy import load_file
+
+    recipe = _recipe(tmp_path, [{"kind": "prune", "ratio": 0.5, "recover": {"train": {"epochs": 1, "lr": 0.01}}},
+                                {"kind": "export"}], name="prune_first")
+    out = tmp_path / "run"
+    proc = run_cli("compress", "--recipe", str(recipe), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    teacher = load_file(str(out / "stages" / "0-teacher" / "model.safetensors"))
+    pruned = load_file(str(out / "stages" / "1-prune" / "model.safetensors"))
+    key = next(k for k, v in pruned.items() if v.ndim == 4)  # the first convolution
+    rows = {r.tobytes() for r in teacher[key].reshape(teacher[key].shape[0], -1)}
+    kept = pruned[key].reshape(pruned[key].shape[0], -1)
+    # pruning keeps whole teacher filters; recovery moves them, so no filter is still a teacher filter
+    assert not any(r.tobytes() in rows for r in kept)
