@@ -107,15 +107,23 @@ def real_feed(samples: Mapping[str, np.ndarray] | None, batch: int) -> dict[str,
 
 
 def fit_sequence(samples: Mapping[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
-    """Token inputs (2-D integer arrays) cut or padded to `length` tokens, so a text model is timed at the
-    sequence length a target asks for. Padding is id 0 with attention mask 0 (BERT's [PAD]); the encoder still
-    computes every position, so the time is that of `length` tokens."""
+    """Token inputs (2-D integer arrays) made exactly `length` real tokens long, so a text model is timed at
+    the sequence length a target asks for on what an app would send.
+
+    A longer row is cut. A shorter row is filled by repeating its own tokens (attention mask 1 throughout),
+    not by masked padding: at batch 1 an app pads nothing, and masked padding drives the attention softmax
+    to values so small (denormal floats) that x86 CPUs slow down on them, which real text never does."""
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    tokens = {k for k, v in arrays.items() if v.ndim == 2 and np.issubdtype(v.dtype, np.integer)}
+    if not tokens:
+        return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    first = arrays[next(iter(tokens))]
+    mask = arrays.get("attention_mask")
+    valid = (mask != 0).sum(axis=1) if "attention_mask" in tokens else np.full(len(first), first.shape[1])
+    index = np.stack([np.arange(length) % max(int(n), 1) for n in valid])  # row i: its first valid tokens, cycled
     out = {}
-    for k, v in samples.items():
-        v = np.asarray(v)
-        if v.ndim == 2 and np.issubdtype(v.dtype, np.integer):
-            v = v[:, :length] if v.shape[1] >= length else np.pad(v, ((0, 0), (0, length - v.shape[1])))
-        out[k] = np.ascontiguousarray(v)
+    for k, v in arrays.items():
+        out[k] = np.ascontiguousarray(np.take_along_axis(v, index, axis=1) if k in tokens else v)
     return out
 
 

@@ -23,9 +23,13 @@ if TYPE_CHECKING:
     from ..target import Target
 
 DISABLE_KEY = "optimization.disable_specified_optimizers"
+DENORMAL_KEY = "session.set_denormal_as_zero"  # padded batches drive masked softmax into slow denormal floats
 CANDIDATES: dict[str, dict[str, Any]] = {
     "default": {},
     "no_skip_layernorm_fusion": {"session_config": {DISABLE_KEY: "SkipLayerNormFusion"}},
+    "flush_denormals": {"session_config": {DENORMAL_KEY: "1"}},
+    "no_skip_layernorm_fusion+flush_denormals": {"session_config": {DISABLE_KEY: "SkipLayerNormFusion",
+                                                                    DENORMAL_KEY: "1"}},
 }
 
 
