@@ -132,8 +132,9 @@ def spearman_onnx(path: Path, tok, dev, max_length: int = 128, batch: int = 64) 
     for s in range(0, len(texts), batch):
         chunk = texts[s:s + batch]
         enc = tok(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-        out = sess.run(None, {"input_ids": enc["input_ids"].astype(np.int64),
-                              "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+        feed = {i.name: enc[i.name].astype(np.int64) if i.name in enc else np.zeros_like(enc["input_ids"], np.int64)
+                for i in sess.get_inputs()}
+        out = sess.run(None, feed)[0]
         emb.update(zip(chunk, out, strict=False))
     cos = [float(np.dot(emb[a], emb[b]) / (np.linalg.norm(emb[a]) * np.linalg.norm(emb[b]))) for _, a, b in dev]
     return float(spearmanr(cos, [g for g, _, _ in dev]).statistic)

@@ -329,6 +329,12 @@ def _handle(msg: dict, state: dict) -> dict:
         state["runner"] = open_runner(msg["path"], cfg)
         load_ms = (time.perf_counter() - t0) * 1e3
         runner_inputs = state["runner"].inputs()
+        if "feed" in state:  # one feed serves files with and without token types (a BERT export may drop them)
+            names = [name for name, _, _ in runner_inputs]
+            fed = state["feed"]
+            if "token_type_ids" in names and "token_type_ids" not in fed and "input_ids" in fed:
+                fed["token_type_ids"] = np.zeros_like(fed["input_ids"])
+            state["feed"] = {k: v for k, v in fed.items() if k in names}
         if "feed" not in state:
             state["feed"] = synthetic_feed(runner_inputs, int(cfg.get("batch", 1)), cfg.get("shapes"),
                                            int(cfg.get("seed", 0)), cfg.get("sequence"))
