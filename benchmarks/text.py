@@ -301,8 +301,10 @@ def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> 
 def _cost(report: dict | None) -> list[str]:
     if report is None:
         return ["not measured: the student comes from a folder without report.json (a stand-in, not a compress run)"]
-    lines = [f"stage {s['index']} {s['kind']}: {s['seconds']:.1f} s" for s in report.get("stages", [])]
-    lines.append(f"whole compress run: {report.get('total_seconds', 0):.1f} s")
+    stages = report.get("stages", [])
+    lines = [f"stage {s['index']} {s['kind']}: {s['seconds']:.1f} s" for s in stages]
+    lines.append(f"sum of the stage times: {sum(s['seconds'] for s in stages):.1f} s; wall time of the run's last "
+                 f"invocation: {report.get('total_seconds', 0):.1f} s (a resumed run does not redo finished stages)")
     return lines
 
 
