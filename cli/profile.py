@@ -23,12 +23,15 @@ from .main import cli
 @click.option("--warmup", type=int, default=None, help="warm-up runs (default: the target's, 10)")
 @click.option("--time-budget", type=float, default=None, help="stop timing after this many seconds")
 @click.option("--ops/--no-ops", default=True, help="per-operator breakdown from the ONNX Runtime profiler")
+@click.option("--bundle-options/--default-options", default=True,
+              help="time a bundle's model.onnx with the session options its manifest ships (default) or ORT's defaults")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
 def profile(model: Path, target_name: str | None, batch: int | None, sequence: int | None, threads: int | None,
             runs: int | None,
-            warmup: int | None, time_budget: float | None, ops: bool, as_json: bool) -> None:
+            warmup: int | None, time_budget: float | None, ops: bool, bundle_options: bool, as_json: bool) -> None:
     """Latency (p50/p90/p99, mean, std, cv, throughput), peak memory and top operators of MODEL."""
     from edgedistill.profile import profile_models
+    from edgedistill.report.bundle import shipped_session_options
     from edgedistill.target import default_target, load_target
 
     if not model.is_file():
@@ -39,14 +42,19 @@ def profile(model: Path, target_name: str | None, batch: int | None, sequence: i
     if warmup is not None and warmup < 0:
         raise UserError("--warmup cannot be negative", where="--warmup", fix="pass --warmup 0 or more")
     target = load_target(target_name) if target_name else default_target()
+    options = shipped_session_options(model) if bundle_options else {}
     stats = profile_models({model.name: model}, target, batch=batch or target.batch_sizes[0], threads=threads,
                            runs=runs or target.runs, warmup=target.warmup if warmup is None else warmup,
                            time_budget_s=time_budget, op_profile_runs=20 if ops else 0,
-                           sequence=sequence or (target.sequence_lengths or [None])[0])[model.name]
+                           sequence=sequence or (target.sequence_lengths or [None])[0],
+                           model_options={model.name: options} if options else None)[model.name]
+    stats["session_options"] = options
     if as_json:
         click.echo(json.dumps({"model": str(model), **stats}))
         return
     click.echo(f"{model}  on {target.name} ({stats['cpu']}{', remote ' + stats['remote'] if stats['remote'] else ''})")
+    if options:
+        click.echo(f"  session options from the bundle manifest: {json.dumps(options)}")
     click.echo(f"  batch {stats['batch']}{', sequence ' + str(stats['sequence']) if stats.get('sequence') else ''}, threads {stats['threads']}, {stats['runs']} runs after "
                f"{stats['warmup']} warm-up{' (time budget reached)' if stats['time_budget_hit'] else ''}")
     click.echo(f"  p50 {stats['p50_ms']:.3f} ms   p90 {stats['p90_ms']:.3f} ms   p99 {stats['p99_ms']:.3f} ms")

@@ -135,6 +135,9 @@ def test_vocab_stage_int4_table_and_session_options_reach_the_bundle(tmp_path, t
     assert chosen["measured"] and set(chosen["ratios"]) == set(CANDIDATES)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["session_options"] == chosen["options"]
+    for flag, want in (("--bundle-options", chosen["options"]), ("--default-options", {})):  # re-timing a bundle
+        proc = run_cli("profile", str(bundle / "model.onnx"), "--runs", "5", "--no-ops", "--json", flag)
+        assert proc.returncode == 0 and json.loads(proc.stdout)["session_options"] == want, proc.stderr
     snippet = runpy.run_path(str(bundle / "usage" / "predict.py"))
     emb = snippet["embed"](["A man is playing a flute.", "Some words the corpus never saw: zyxwv"])
     assert emb.shape[0] == 2 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
@@ -175,3 +178,17 @@ def test_step_check_skips_only_frozen_parameters():
     with torch.no_grad():
         net[1].bias[0] = float("inf")
     assert model_nonfinite(net, trainable_only=True) == ["1.bias"]
+
+
+def test_shipped_session_options_come_from_the_bundle_manifest_only(tmp_path):
+    from edgedistill.report.bundle import shipped_session_options
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    assert shipped_session_options(model) == {}  # no manifest: ORT's defaults
+    options = {"session_config": {"session.set_denormal_as_zero": "1"}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": {"file": "model.onnx", "session_options": options}}))
+    assert shipped_session_options(model) == options
+    assert shipped_session_options(tmp_path / "other.onnx") == {}  # a file the manifest does not describe
+    (tmp_path / "manifest.json").write_text("not json")
+    assert shipped_session_options(model) == {}

@@ -409,6 +409,21 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     return bdir
 
 
+def shipped_session_options(model: str | Path) -> dict[str, Any]:
+    """The ONNX Runtime session options a bundle ships for its model file ({} when `model` is not a bundle's
+    model or the bundle ships none): re-timing a bundle without them would not measure what the app gets."""
+    model = Path(model)
+    try:
+        manifest = json.loads((model.parent / MANIFEST).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    entry = manifest.get("model") if isinstance(manifest, dict) else None
+    if not isinstance(entry, dict) or entry.get("file") != model.name:
+        return {}
+    options = entry.get("session_options")
+    return dict(options) if isinstance(options, dict) else {}
+
+
 # ----------------------------------------------------------------------------------------------- verify
 def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
     """Checksums of every listed file, no file that is not listed, the manifest's own integrity, then load and
