@@ -118,3 +118,20 @@ def gemm_peak(target, folder: Path, *, size: int = 1024, runs: int = 20) -> dict
     return {name: {"size": size, "min_ms": s["min_ms"], "p50_ms": s["p50_ms"],
                    "peak_ops_per_s": ops / (s["min_ms"] / 1e3), "p50_ops_per_s": ops / (s["p50_ms"] / 1e3)}
             for name, s in stats.items()}
+
+
+def peak_line(peak: dict[str, dict[str, float]]) -> str:
+    """The measured GEMM peaks, as the benchmark tables print them."""
+    i8, f32 = peak["gemm_int8"]["peak_ops_per_s"], peak["gemm_fp32"]["peak_ops_per_s"]
+    return (f"GEMM peak, one thread, {peak['gemm_int8']['size']}³: int8 (MatMulInteger) {i8 / 1e9:.1f} GOP/s, "
+            f"fp32 (MatMul) {f32 / 1e9:.1f} GFLOP/s (fastest run)")
+
+
+def against_peak(row: dict, suffix: str, ops: float, peak: dict[str, dict[str, float]]) -> str:
+    """Record `ops` (achieved operations per second) in `row` under `suffix` as a fraction of both GEMM peaks,
+    and say it: "X GOP/s = a% of int8 peak, b% of fp32 peak"."""
+    i8, f32 = peak["gemm_int8"]["peak_ops_per_s"], peak["gemm_fp32"]["peak_ops_per_s"]
+    row[f"achieved_ops_per_s_{suffix}"] = ops
+    row[f"fraction_of_int8_peak_{suffix}"] = ops / i8
+    row[f"fraction_of_fp32_peak_{suffix}"] = ops / f32
+    return f"{ops / 1e9:.2f} GOP/s = {100 * ops / i8:.1f}% of int8 peak, {100 * ops / f32:.1f}% of fp32 peak"

@@ -277,9 +277,9 @@ def _targets(by: dict[str, dict]) -> list[str]:
 
 
 def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> list[str]:
-    i8, f32 = peak["gemm_int8"]["peak_ops_per_s"], peak["gemm_fp32"]["peak_ops_per_s"]
-    lines = [f"GEMM peak, one thread, {peak['gemm_int8']['size']}³: int8 (MatMulInteger) {i8 / 1e9:.1f} GOP/s, "
-             f"fp32 (MatMul) {f32 / 1e9:.1f} GFLOP/s (fastest run)"]
+    import hardware
+
+    lines = [hardware.peak_line(peak)]
     for name in ("teacher_fp32", "student"):
         r = by[name]
         for col, batch, length in SETTINGS:
@@ -288,13 +288,8 @@ def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> 
                 lines.append(f"{name} at batch {batch}, sequence {length}: MACs not counted (shape inference "
                              "cannot follow the file's contrib operators)")
                 continue
-            ops = 2 * m / (r[f"p50_ms_{col}"] / 1e3)
-            r[f"achieved_ops_per_s_{col}"] = ops
-            r[f"fraction_of_int8_peak_{col}"] = ops / i8
-            r[f"fraction_of_fp32_peak_{col}"] = ops / f32
-            lines.append(f"{name} at batch {batch}, sequence {length}: {m / batch / 1e6:.0f} M MACs/sentence, "
-                         f"{ops / 1e9:.2f} GOP/s = {100 * ops / i8:.1f}% of int8 peak, {100 * ops / f32:.1f}% of "
-                         "fp32 peak")
+            said = hardware.against_peak(r, col, 2 * m / (r[f"p50_ms_{col}"] / 1e3), peak)
+            lines.append(f"{name} at batch {batch}, sequence {length}: {m / batch / 1e6:.0f} M MACs/sentence, {said}")
     return lines
 
 

@@ -191,18 +191,14 @@ def _targets(by: dict[str, dict]) -> list[str]:
 
 
 def _hardware_section(by: dict[str, dict], peak: dict, macs: dict[str, int]) -> list[str]:
-    i8, f32 = peak["gemm_int8"]["peak_ops_per_s"], peak["gemm_fp32"]["peak_ops_per_s"]
-    lines = [f"GEMM peak, one thread, {peak['gemm_int8']['size']}³: int8 (MatMulInteger) {i8 / 1e9:.1f} GOP/s, "
-             f"fp32 (MatMul) {f32 / 1e9:.1f} GFLOP/s (fastest run)"]
+    import hardware
+
+    lines = [hardware.peak_line(peak)]
     for name in ("teacher_fp32", "pipeline"):
         r = by[name]
         for b in (1, 32):
-            ops = 2 * macs[name] * b / (r[f"p50_ms_b{b}"] / 1e3)
-            r[f"achieved_ops_per_s_b{b}"] = ops
-            r[f"fraction_of_int8_peak_b{b}"] = ops / i8
-            r[f"fraction_of_fp32_peak_b{b}"] = ops / f32
-            lines.append(f"{name} at batch {b}: {macs[name] / 1e6:.2f} M MACs/image, {ops / 1e9:.2f} GOP/s = "
-                         f"{100 * ops / i8:.1f}% of int8 peak, {100 * ops / f32:.1f}% of fp32 peak")
+            said = hardware.against_peak(r, f"b{b}", 2 * macs[name] * b / (r[f"p50_ms_b{b}"] / 1e3), peak)
+            lines.append(f"{name} at batch {b}: {macs[name] / 1e6:.2f} M MACs/image, {said}")
     return lines
 
 
