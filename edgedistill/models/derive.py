@@ -79,7 +79,7 @@ def hf_derived(layers: int | str | list[int], intermediate_size: int | None = No
         raise UserError("hf_derived needs a teacher to copy layers from", where="student.name",
                         fix="use hf_derived only as a distillation student")
     student, _ = keep_resolved(teacher, layers if isinstance(layers, int | str) else list(layers))
-    inner = _hf_inside(student)
+    inner = hf_inside(student)
     if intermediate_size is not None or heads is not None or hidden_size is not None:
         narrow(inner, intermediate_size=intermediate_size, heads=heads, hidden_size=hidden_size)
     table = inner.get_input_embeddings()
@@ -94,7 +94,7 @@ def hf_derived(layers: int | str | list[int], intermediate_size: int | None = No
     return student
 
 
-def _hf_inside(model: nn.Module) -> nn.Module:
+def hf_inside(model: nn.Module) -> nn.Module:
     """The Hugging Face model inside a task wrapper (the sentence encoder's `.encoder`), or the model itself."""
     inner = getattr(model, "encoder", None)
     return inner if hasattr(inner, "get_input_embeddings") else model

@@ -127,6 +127,15 @@ def fit_sequence(samples: Mapping[str, np.ndarray], length: int) -> dict[str, np
     return out
 
 
+def recipe_feed(samples: Mapping[str, np.ndarray] | None, target: Target, profile_cfg: Any) -> dict[str, np.ndarray] | None:
+    """Real samples shaped as the recipe profiles them on `target`: its first batch size and, for a text model,
+    its first sequence length (the recipe's `profile:` settings win over the target's)."""
+    lengths = getattr(profile_cfg, "sequence_lengths", None) or target.sequence_lengths
+    if samples and lengths:  # a text model is judged at the token length the target is profiled at
+        samples = fit_sequence(samples, lengths[0])
+    return real_feed(samples, profile_cfg.batch or target.batch_sizes[0])
+
+
 def profile_on_first_target(
     files: Mapping[str, str | Path],
     target_names: Sequence[str],
@@ -146,10 +155,7 @@ def profile_on_first_target(
     if target is None:
         return None, {}, reasons or ["the recipe lists no targets"]
     batch = profile_cfg.batch or target.batch_sizes[0]
-    lengths = getattr(profile_cfg, "sequence_lengths", None) or target.sequence_lengths
-    if samples and lengths:  # a text model is judged at the token length the target is profiled at
-        samples = fit_sequence(samples, lengths[0])
-    feed = real_feed(samples, batch)
+    feed = recipe_feed(samples, target, profile_cfg)
     stats = profile_models(files, target, batch=batch, threads=profile_cfg.threads, runs=profile_cfg.runs,
                            warmup=profile_cfg.warmup, burst=profile_cfg.burst, feed=feed, op_profile_runs=0)
     return target, stats, reasons

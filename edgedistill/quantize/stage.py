@@ -242,7 +242,7 @@ def _int4_then_int8(pre: Path, out: Path, int4_ops: list[str], preset, per_chann
 
 def _choose_options(path: Path, ctx: RunContext) -> dict[str, Any]:
     """Session options for the shipped file, measured on the first target this machine runs (see session.py)."""
-    from ..profile.latency import fit_sequence, real_feed
+    from ..profile.latency import recipe_feed
     from ..target import first_available
     from .session import choose_session_options
 
@@ -251,10 +251,7 @@ def _choose_options(path: Path, ctx: RunContext) -> dict[str, Any]:
     if target is None:
         return {"chosen": "default", "options": {}, "measured": False, "reason": "; ".join(reasons)}
     samples = ctx.task.feed(ctx.data.val if len(ctx.data.val) else ctx.data.train, slice(None))
-    lengths = recipe.profile.sequence_lengths or target.sequence_lengths
-    if lengths:
-        samples = fit_sequence(samples, lengths[0])
-    result = choose_session_options(path, target, real_feed(samples, recipe.profile.batch or target.batch_sizes[0]),
+    result = choose_session_options(path, target, recipe_feed(samples, target, recipe.profile),
                                     runs=recipe.profile.runs, threads=recipe.profile.threads)
     result["measured"] = True
     result["reason"] = (f"{result['chosen']} measured fastest on {target.name} (latency vs default: "

@@ -52,12 +52,10 @@ def used_ids(inputs: dict[str, np.ndarray]) -> set[int]:
 def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelState:
     import copy
 
-    from ..data import load_dataset
     from ..evaluate import evaluate_torch
     from ..io import atomic_dir
-    from ..models.derive import _hf_inside
+    from ..models.derive import hf_inside
     from ..models.hf_derive import prune_vocab
-    from ..tasks import build_task
 
     t0 = time.perf_counter()
     where = f"stage {ctx.index} (vocab)"
@@ -74,11 +72,9 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
                                        keep_first=cfg.keep_first, extra_ids=used_ids(ctx.data.train.inputs))
     with atomic_dir(ctx.stage_dir / TOKENIZER_DIR) as tmp:
         new_tok.save_pretrained(str(tmp))
-    recipe = ctx.recipe.config
-    data = load_dataset(recipe.data.model_copy(update={"tokenizer": str(ctx.stage_dir / TOKENIZER_DIR)}))
-    task = build_task(recipe.task, data)
+    data, task = student_data(ctx.stage_dir, ctx.recipe, ctx.data, ctx.task)  # the pipeline reuses this load
     after = evaluate_torch(model, data.val, task)
-    width = _hf_inside(model).get_input_embeddings().embedding_dim
+    width = hf_inside(model).get_input_embeddings().embedding_dim
     details: dict[str, Any] = {"vocab_before": old_size, "vocab_after": len(kept), "keep_first": cfg.keep_first,
                                "val_metric_before": before, "val_metric_after": after, "embedding_width": width}
     ctx.log(f"vocab: kept {len(kept)} of {old_size} word pieces; val {before:.4f} -> {after:.4f}")
@@ -89,14 +85,23 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
                       [*state.lineage, record])
 
 
+_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}  # the last re-tokenized data, per (tokenizer folder, recipe)
+
+
 def student_data(stage_dir: Any, recipe: Any, data: Any, task: Any) -> tuple[Any, Any]:
     """The data and task the student uses after `stage_dir`: re-tokenized when that stage pruned the
-    vocabulary (it left `tokenizer/`), else unchanged."""
+    vocabulary (it left `tokenizer/`), else unchanged. Loaded once: the stage scores with it, then the
+    pipeline hands it to every later stage."""
     folder = stage_dir / TOKENIZER_DIR
     if not folder.is_dir():
         return data, task
-    from ..data import load_dataset
-    from ..tasks import build_task
+    stamp = max(f.stat().st_mtime_ns for f in folder.iterdir())  # a rewritten tokenizer is loaded afresh
+    key = (f"{folder.resolve()}@{stamp}", recipe.sha256)
+    if key not in _LOADED:
+        from ..data import load_dataset
+        from ..tasks import build_task
 
-    new = load_dataset(recipe.config.data.model_copy(update={"tokenizer": str(folder)}))
-    return new, build_task(recipe.config.task, new)
+        new = load_dataset(recipe.config.data.model_copy(update={"tokenizer": str(folder)}))
+        _LOADED.clear()
+        _LOADED[key] = (new, build_task(recipe.config.task, new))
+    return _LOADED[key]
