@@ -25,12 +25,24 @@ pytestmark = pytest.mark.skipif(shutil.which("ssh") is None,
 
 
 async def _handle(process) -> None:
-    """Run the client's command in a shell, wiring stdin/stdout/stderr through (like sshd does)."""
-    proc = await asyncio.create_subprocess_shell(process.command or "true", stdin=asyncio.subprocess.PIPE,
-                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
-    process.exit(await proc.wait())
-    await process.wait_closed()  # runs asyncssh's stream clean-up tasks
+    """Run the client's command in a shell with the client's stdin, then send back its output and exit status.
+
+    Every command the profiler sends is non-interactive (`cat > file` fed a file, or the probe run), so the
+    whole stdin is read first and the output sent after the command ends. Streaming with
+    `process.redirect` raced on a loaded machine: a command that exits at once (a missing remote_python)
+    could close the channel before its exit status was sent, and ssh reported a dropped connection."""
+    try:
+        data = await process.stdin.read()
+        proc = await asyncio.create_subprocess_shell(process.command or "true", stdin=asyncio.subprocess.PIPE,
+                                                     stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate(data)
+        process.stdout.write(out)
+        process.stderr.write(err)
+        process.exit(proc.returncode)
+    except Exception as exc:  # report, like sshd would, rather than drop the connection
+        process.stderr.write(f"test ssh server: {exc!r}\n".encode())
+        process.exit(255)
 
 
 @pytest.fixture(scope="module")
