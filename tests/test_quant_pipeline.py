@@ -54,6 +54,29 @@ def test_qat_with_the_teacher_reaches_at_least_ptq_accuracy(tmp_path):
 
 
 @pytest.mark.slow
+def test_keep_max_drop_ships_the_float_file_when_int8_lost_too_much(tmp_path):
+    """Calibration clipped at the 50.01st percentile makes the int8 file really lose accuracy; without a
+    fallback, `keep: quantized` would ship it, but keep_max_drop holds it back and the float file (and the
+    float student, for export's parity check) goes on."""
+    out = tmp_path / "limit"
+    proc = run_cli("compress", "--recipe", "digits_ptq", "--out", str(out),
+                   *set_args([*SHORT, "stages.1.calibration.method=percentile", "stages.1.calibration.percentile=50.01",
+                              "stages.1.keep=quantized", "stages.1.keep_max_drop=0.01"]))
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    details = _quantize_details(report)
+    assert details["drop"] > 0.01, details["drop"]  # the clipped calibration really cost accuracy
+    keep = details["keep"]
+    assert keep["shipped"] == "float" and keep["max_drop"] == 0.01 and "keep_max_drop" in keep["reason"]
+    assert not _is_int8(out / "bundle" / "model.onnx")
+    assert report["models"]["deployed"]["metric"] == pytest.approx(
+        evaluate_onnx(out / "stages" / "2-quantize" / "float.onnx", load_dataset(DataConfig(name="digits")).test,
+                      build_task(None, load_dataset(DataConfig(name="digits")))))
+    export = next(s for s in report["stages"] if s["kind"] == "export")["details"]
+    assert export["parity"]["max_abs_diff"] < 1e-3  # the state after quantize is the float student
+
+
+@pytest.mark.slow
 def test_ptq_recipe_falls_back_reports_and_honours_keep(tmp_path):
     """Percentile calibration at the 50.01st percentile clips half of every activation range, so the int8
     file really loses accuracy on clean digits and fallback has to put nodes back in float; then

@@ -221,3 +221,20 @@ def test_unmeasured_latency_names_the_real_cause(tmp_path):
     off = decide("fastest", a, b, None, "int8", unmeasured="measure_latency: false")
     assert "latency was not measured (measure_latency: false)" in off["reason"] and "usable" not in off["reason"]
     assert "no usable target" in decide("fastest", a, b, None, "int8")["reason"]
+
+
+def test_keep_max_drop_ships_float_when_quantization_cost_too_much(tmp_path):
+    """An accuracy limit overrides every policy: a faster or smaller int8 file that lost more than allowed on
+    validation never ships; within the limit the policy decides as before."""
+    a, b = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    a.write_bytes(b"0" * 400)
+    b.write_bytes(b"0" * 100)
+    faster = {"ratio": 0.5, "bursts": 20}
+    for policy in ("quantized", "fastest", "smallest"):
+        over = decide(policy, a, b, faster, "int8", drop=0.003, max_drop=0.002)
+        assert over["shipped"] == "float" and "lost 0.003" in over["reason"] and "keep_max_drop 0.002" in over["reason"]
+        assert over["val_drop"] == 0.003 and over["max_drop"] == 0.002
+        assert decide(policy, a, b, faster, "int8", drop=0.002, max_drop=0.002)["shipped"] == "int8"
+        assert decide(policy, a, b, faster, "int8", drop=0.5)["shipped"] == "int8"  # no limit set
+    # a quantized file that gained accuracy (negative drop) is never held back by the limit
+    assert decide("quantized", a, b, faster, "int8", drop=-0.01, max_drop=0.0)["shipped"] == "int8"

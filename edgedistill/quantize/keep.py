@@ -28,11 +28,15 @@ def ratio_vs(stats: dict[str, dict[str, Any]], base: str, other: str) -> dict[st
 
 
 def decide(policy: KeepPolicy, float_path: Path, quant_path: Path, ratio: dict[str, float] | None,
-           precision: str, unmeasured: str = "no usable target on this machine") -> dict[str, Any]:
+           precision: str, unmeasured: str = "no usable target on this machine", *,
+           drop: float | None = None, max_drop: float | None = None) -> dict[str, Any]:
     """Which file ships under `policy`, and a sentence that says why in plain words.
 
     `ratio` is quantized/float latency (None when it was not timed: `fastest` then keeps the quantized file and
-    says that speed was not measured, and why: `unmeasured`, e.g. measure_latency was switched off)."""
+    says that speed was not measured, and why: `unmeasured`, e.g. measure_latency was switched off).
+    `drop` is what quantization cost on the validation split (positive = worse); with `max_drop` set, a
+    quantized file that lost more than that never ships, whatever the policy: speed or size bought with
+    accuracy the recipe did not allow is not a win."""
     sizes = {"float": file_size_mb(float_path), precision: file_size_mb(quant_path)}
     faster = None if ratio is None else ratio["ratio"] < 1.0
     if ratio is None:
@@ -41,7 +45,10 @@ def decide(policy: KeepPolicy, float_path: Path, quant_path: Path, ratio: dict[s
         speed = f"{precision} is faster than float: {ratio['ratio']:.2f}× the float latency"
     else:
         speed = f"{precision} is NOT faster than float on this target: {ratio['ratio']:.2f}× the float latency"
-    if policy == "fastest" and faster is False:
+    if max_drop is not None and drop is not None and drop > max_drop:
+        ship, why = "float", (f"keep: the float file ships because {precision} lost {drop:.4g} on validation "
+                              f"(keep_max_drop {max_drop:g}); {speed}")
+    elif policy == "fastest" and faster is False:
         ship, why = "float", f"keep: fastest ships the float file because {speed}"
     elif policy == "smallest" and sizes["float"] < sizes[precision]:
         ship, why = "float", f"keep: smallest ships the float file ({sizes['float']:.3f} MB < {sizes[precision]:.3f} MB)"
@@ -51,4 +58,4 @@ def decide(policy: KeepPolicy, float_path: Path, quant_path: Path, ratio: dict[s
                f"float); {speed}")
     return {"policy": policy, "shipped": ship, "quantized_faster": faster, "reason": why,
             "size_mb": {k: round(v, 6) for k, v in sizes.items()},
-            "latency_ratio": ratio}
+            "latency_ratio": ratio, "val_drop": drop, "max_drop": max_drop}

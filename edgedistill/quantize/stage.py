@@ -69,6 +69,9 @@ class QuantizeConfig(Strict):
         "target and ship the fastest (in the bundle manifest and snippet) when it beats the defaults by > 3%")
     keep: Literal["quantized", "fastest", "smallest"] = Field(
         "quantized", description="which file ships: the quantized one, the faster, or the smaller of float/quantized")
+    keep_max_drop: float | None = Field(
+        None, ge=0, description="never ship the quantized file if it lost more than this on the validation split "
+        "against the float file (metric units, e.g. 0.002 = 0.2 point of accuracy); null: no limit")
     measure_latency: bool = Field(True, description="time quantized vs float on the first usable target")
 
     def check(self):
@@ -205,10 +208,13 @@ def run_quantize(state: ModelState, cfg: QuantizeConfig, ctx: RunContext) -> Mod
     from .keep import decide
 
     decision = decide(cfg.keep, float_path, quant_path, ratio, precision,
-                      unmeasured=(details.get("latency") or {}).get("reason") or "no usable target on this machine")
+                      unmeasured=(details.get("latency") or {}).get("reason") or "no usable target on this machine",
+                      drop=details["drop"], max_drop=cfg.keep_max_drop)
     details["keep"] = decision
     ctx.log(f"quantize: {decision['reason']}")
     shipped = quant_path if decision["shipped"] == precision else float_path
+    if shipped == float_path:  # the float file holds the pre-QAT weights: later stages must see those
+        model_out = state.model
     details["op_report"] = {precision: op_report(quant_path, task.feed(data.val, slice(0, 1)),
                                                  threads=timing.get("threads", 1))}
     metric = quant_metric if shipped == quant_path else float_metric
