@@ -93,7 +93,8 @@ def markdown(result: dict[str, Any]) -> str:
             cells = [f"{r[f'p50_ms_{c}']:.3f} | {r[f'p90_ms_{c}']:.3f} | {r[f'ratio_{c}']:.3f}" for c in cols]
             lines.append(f"| {r['name']} | {r['metric']:.4f} | {r['size_mb']:.3f} | " + " | ".join(cells)
                          + f" | {r.get(f'peak_rss_mb_{first}') or 0:.0f} |")
-    for title, key in (("Targets", "targets"), ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost"),
+    for title, key in (("Targets", "targets"), ("Paired comparison on the held-out images", "paired"),
+                       ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost"),
                        ("Notes", "notes")):
         if result.get(key):
             lines += ["", f"**{title}**", "", *_bullets(result[key])]

@@ -138,6 +138,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     files["pipeline"] = copy_onnx(run_dir / "bundle" / "model.onnx", files_dir / "pipeline.onnx")[0]
 
     metrics = {name: evaluate_onnx(path, data.test, task) for name, path in files.items()}
+    correct = {name: _correct(path, data.test, task) for name, path in files.items()}
     macs = {name: hardware.count_macs(path) for name, path in files.items()}
     feeds = {b: {"input": np.ascontiguousarray(data.test.x[:b])} for b in (1, 32)}
     runs = runs or (20 if quick else 300)
@@ -159,11 +160,37 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
         "run_dir": str(run_dir), "cpu": rows[0]["cpu"],
         "rows": rows,
         "targets": _targets(by),
+        "paired": [paired_line(correct, "pipeline", other) for other in ("teacher_ptq", "teacher_fp32")],
         "hardware": hw, "gemm_peak": peak,
         "cost": _cost(report, quick, data_dir),
         "keep": next((s.get("details", {}).get("keep") for s in _stage_details(run_dir) if s["kind"] == "quantize"),
                      None),
     }
+
+
+def _correct(path: Path, split, task):
+    """Per-image correctness of the file's top-1 on the held-out split (for the paired comparison)."""
+    import numpy as np
+
+    from edgedistill.evaluate.metrics import onnx_predictor
+
+    predict = onnx_predictor(path, output_names=task.output_names)
+    logits = np.concatenate([predict({"input": split.x[i : i + 256]})[task.output_names[0]]
+                             for i in range(0, len(split), 256)])
+    return logits.argmax(1) == split.y
+
+
+def paired_line(correct: dict, a: str, b: str) -> str:
+    """How many held-out images only `a` gets right and only `b` gets right, with the exact two-sided McNemar
+    p-value: on 2,000 images a few images either way is within noise, and a reader should see that."""
+    from math import comb
+
+    only_a = int((correct[a] & ~correct[b]).sum())
+    only_b = int((correct[b] & ~correct[a]).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return (f"{a} vs {b}: {only_a} images right only in {a}, {only_b} only in {b} "
+            f"(net {only_a - only_b:+d}; exact McNemar p = {p:.2f})")
 
 
 def _stage_details(run_dir: Path) -> list[dict]:

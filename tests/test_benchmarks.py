@@ -40,8 +40,28 @@ def test_vision_quick_writes_every_row_from_real_files(tmp_path):
     assert any("stage" in line for line in result["cost"])
     md = (out / "vision_quick.md").read_text()
     assert all(name in md for name in rows) and "python benchmarks/run.py vision --quick" in md
+    assert len(result["paired"]) == 2 and all("McNemar" in line and line in md for line in result["paired"])
     # the teacher is cached: a second look-up finds the same file without training
     assert len(list((work / "teachers").glob("teacher-*.safetensors"))) == 1
+
+
+def test_paired_line_counts_disagreements_and_gives_the_exact_mcnemar_p():
+    """Checked against hand-computed binomial tails: the README's significance claims come from here."""
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_vision", ROOT / "benchmarks" / "vision.py")
+    vision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vision)
+    paired_line = vision.paired_line
+
+    a = np.array([True] * 10 + [False] * 2 + [True] * 2)
+    b = np.array([True] * 10 + [True] * 2 + [False] * 2)
+    assert "2 images right only in x, 2 only in y (net +0; exact McNemar p = 1.00)" in paired_line({"x": a, "y": b}, "x", "y")
+    # 0 vs 6 disagreements: p = 2 * 0.5**6 = 0.03125
+    c = np.array([False] * 6 + [True] * 4)
+    d = np.array([True] * 10)
+    assert "0 images right only in x, 6 only in y (net -6; exact McNemar p = 0.03)" in paired_line({"x": c, "y": d}, "x", "y")
+    assert "p = 1.00" in paired_line({"x": d, "y": d}, "x", "y")  # no disagreement at all
 
 
 TEXT_SETTINGS = ("b1", "b32", "b1_s32", "b32_s32")
