@@ -161,6 +161,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
         "rows": rows,
         "targets": _targets(by),
         "paired": [paired_line(correct, "pipeline", other) for other in ("teacher_ptq", "teacher_fp32")],
+        "notes": [_moved_line(files["teacher_fp32"], data.test, task)],
         "hardware": hw, "gemm_peak": peak,
         "cost": _cost(report, quick, data_dir),
         "keep": next((s.get("details", {}).get("keep") for s in _stage_details(run_dir) if s["kind"] == "quantize"),
@@ -178,6 +179,24 @@ def _correct(path: Path, split, task):
     logits = np.concatenate([predict({"input": split.x[i : i + 256]})[task.output_names[0]]
                              for i in range(0, len(split), 256)])
     return logits.argmax(1) == split.y
+
+
+def _moved_line(path: Path, split, task) -> str:
+    """The teacher's accuracy on held-out images moved by up to 1 and 2 pixels: why the recipe's student
+    trains on moved images but takes the teacher's labels from the unmoved ones (augment.teacher_sees)."""
+    import torch
+
+    from edgedistill.data.base import Split
+    from edgedistill.distill.augment import AugmentConfig, apply_shifts, epoch_shifts
+    from edgedistill.evaluate import evaluate_onnx
+
+    x = torch.from_numpy(split.x)
+    accs = []
+    for shift in (1, 2):
+        moved = apply_shifts(x, epoch_shifts(AugmentConfig(shift=shift), len(x), seed=0, epoch=0)).numpy()
+        accs.append(evaluate_onnx(path, Split(moved, split.y), task))
+    return (f"teacher_fp32 on the held-out images moved by up to 1 / 2 pixels: {accs[0]:.4f} / {accs[1]:.4f} "
+            f"(unmoved: {evaluate_onnx(path, split, task):.4f})")
 
 
 def paired_line(correct: dict, a: str, b: str) -> str:

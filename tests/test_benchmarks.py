@@ -41,6 +41,7 @@ def test_vision_quick_writes_every_row_from_real_files(tmp_path):
     md = (out / "vision_quick.md").read_text()
     assert all(name in md for name in rows) and "python benchmarks/run.py vision --quick" in md
     assert len(result["paired"]) == 2 and all("McNemar" in line and line in md for line in result["paired"])
+    assert "moved by up to 1 / 2 pixels" in result["notes"][0]
     # the teacher is cached: a second look-up finds the same file without training
     assert len(list((work / "teachers").glob("teacher-*.safetensors"))) == 1
 

@@ -90,6 +90,15 @@ def test_cache_modes_and_augmentation_policies(tmp_path):
     _, d, _ = distill(tmp_path, [*aug, "stages.0.cache.augmented=live"], teacher=teacher)
     assert d["cache"]["use"] == "off" and "augmentation" in d["cache"]["reason"]
     assert d["steps"][0]["teacher_forward_calls"][0] > 0
+    # teacher_sees: original → the teacher labels the unmoved images: the very outputs (same key) of a run
+    # without augmentation, computed once for every epoch, while the student still trains on moved images
+    _, plain, _ = distill(tmp_path, [], teacher=teacher)
+    out, d, _ = distill(tmp_path, [*aug, "stages.0.augment.teacher_sees=original"], teacher=teacher)
+    assert d["cache"]["use"] == "once" and d["cache"]["keys"] == plain["cache"]["keys"] and d["cache"]["hits"] == 1
+    assert d["steps"][0]["teacher_forward_calls"] == [0]
+    unmoved, _, _ = distill(tmp_path, [], teacher=teacher)
+    assert not all(torch.equal(a, b) for a, b in zip(out.model.state_dict().values(),
+                                                    unmoved.model.state_dict().values(), strict=True))
 
 
 # ---------------------------------------------------------------- features
@@ -202,6 +211,8 @@ def test_multi_teacher_and_born_again_report_every_step(tmp_path):
     (["stages.0.losses=[{name: kl}]"], "alpha", "alpha only applies"),
     (["stages.0.cache.mode=sampled", "stages.0.temperature_schedule.kind=linear"], "temperature_schedule.kind", "fixed temperature"),
     (["stages.0.losses=[{name: mse}]"], "losses.0", "evenly"),
+    (["stages.0.losses=[{name: kl}, {name: mse, evenly: 1}]", "stages.0.augment={shift: 1, teacher_sees: original}"],
+     "augment.teacher_sees", "position by position"),
     (["stages.0.losses=[{name: kl, evenly: 2}]"], "losses.0", "takes no layers"),
     (["stages.0.strategy={kind: multi_teacher, teachers: [{model: {name: cnn}, train: {}}], weights: [1]}"],
      "strategy.weights", "2 teachers"),

@@ -7,7 +7,7 @@ under torchrun sees the same augmented sample.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # AugmentConfig is part of the recipe schema; validating a re
 
 class AugmentConfig(Strict):
     shift: int = Field(0, ge=0, le=16, description="random translation of images by up to this many pixels (0: off)")
+    teacher_sees: Literal["augmented", "original"] = Field(
+        "augmented", description="the view the teacher labels: the same augmented input as the student, or the "
+        "original (for a teacher not trained with this augmentation, whose outputs on moved inputs are poor; "
+        "its outputs are then computed once, not per epoch)")
 
     @property
     def active(self) -> bool:

@@ -122,13 +122,16 @@ def train_student(
 
     # teacher outputs: cached (once, or once per epoch with augmentation) or live
     cache_dir = Path(cfg.cache.dir).expanduser() if cfg.cache.dir else ctx.run_dir / "cache"
+    # teacher_sees: original → the teacher labels the unmoved input, so one pass over the data serves every epoch
+    # (validation refuses it with feature terms, which compare activations position by position)
+    moved = aug.active and aug.teacher_sees == "augmented"
     live_reason = None
     recorded = bool(feature_terms or inner_terms)
     if not needs_teacher and not recorded:
         live_reason = "no teacher term"
     elif not cfg.cache.enabled:
         live_reason = "cache.enabled is false"
-    elif aug.active and cfg.cache.augmented == "live":
+    elif moved and cfg.cache.augmented == "live":
         live_reason = "random augmentation with cache.augmented: live"
     live = [live_reason is not None] * len(teachers)
     if recorded:
@@ -142,7 +145,7 @@ def train_student(
         for k, teacher in enumerate(teachers):
             if live[k] or not needs_teacher:
                 continue
-            settings = {"augment": aug.model_dump(), "epoch": epoch, "seed": seed if aug.active else None,
+            settings = {"augment": aug.model_dump() if moved else None, "epoch": epoch, "seed": seed if moved else None,
                         "standardize": cfg.standardize}
             outputs[k], info = load_or_build(teacher, {n: v.numpy() for n, v in x_all.items()}, cfg.cache, cache_dir,
                                              task=task, temperature=cfg.temperature,
@@ -150,7 +153,7 @@ def train_student(
                                              write=dd.is_main_process())
             cache_events.append({"teacher": k, "epoch": epoch, **info})
 
-    if not aug.active:
+    if not moved:
         load_outputs(x_train, None)
 
     def on_step(epoch: int, step: int, total: int) -> None:
@@ -158,7 +161,7 @@ def train_student(
         if aug.active and epoch_state["epoch"] != epoch:
             epoch_state["epoch"] = epoch
             epoch_state["shifts"] = epoch_shifts(aug, n_train, seed, epoch)
-            if not all(live):
+            if not all(live) and moved:
                 load_outputs(augment(x_train, epoch_state["shifts"]), epoch)
 
     def teacher_targets(k: int, x: dict[str, torch.Tensor], idx: torch.Tensor) -> Targets:
@@ -174,13 +177,15 @@ def train_student(
         return sum(w / total_w * tg.probs(t) for w, tg in zip(weights, targets, strict=True))
 
     def compute_loss(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x_teacher = x
         if aug.active:
             x = augment(x, epoch_state["shifts"][idx])
+            x_teacher = x if moved else x_teacher
         s = task.primary(task.forward(model, x))
         t = temp.value
         loss = s.new_zeros(())
         if needs_teacher or recorded:
-            targets = [teacher_targets(k, x, idx) for k in range(len(teachers))]
+            targets = [teacher_targets(k, x_teacher, idx) for k in range(len(teachers))]
             s_kd = standardize(s) if cfg.standardize else s
             if logit_terms:
                 p = teacher_probs(targets, t)
@@ -216,9 +221,9 @@ def train_student(
                 rec.remove()
         for _, handle in counters:
             handle.remove()
-    if not (aug.active or live_reason or all(live)):
+    if not (moved or live_reason or all(live)):
         cache_use = "once"
-    elif aug.active and not all(live):
+    elif moved and not all(live):
         cache_use = "per_epoch"
     else:
         cache_use = "off"

@@ -130,6 +130,12 @@ class DistillConfig(Strict):
         if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
             return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
                     "use temperature_schedule.kind: constant, or cache.mode: dense/topk")
+        if self.augment.active and self.augment.teacher_sees == "original":
+            spatial = [t.name for t in self.loss_terms() if t.name in (*FEATURE_TERMS, *TRANSFORMER_TERMS)]
+            if spatial:
+                return (("augment", "teacher_sees"), f'"{spatial[0]}" compares activations position by position, so '
+                        "the teacher must see the student's (augmented) input",
+                        "use teacher_sees: augmented, or only output terms (kl, ce, ...)")
         problem = self.strategy.check()
         if problem:
             return (("strategy", *problem[0]), problem[1], problem[2])
