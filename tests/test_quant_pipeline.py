@@ -69,9 +69,10 @@ def test_keep_max_drop_ships_the_float_file_when_int8_lost_too_much(tmp_path):
     keep = details["keep"]
     assert keep["shipped"] == "float" and keep["max_drop"] == 0.01 and "keep_max_drop" in keep["reason"]
     assert not _is_int8(out / "bundle" / "model.onnx")
+    digits = load_dataset(DataConfig(name="digits"))
+    float_file = out / "stages" / "2-quantize" / "float.onnx"
     assert report["models"]["deployed"]["metric"] == pytest.approx(
-        evaluate_onnx(out / "stages" / "2-quantize" / "float.onnx", load_dataset(DataConfig(name="digits")).test,
-                      build_task(None, load_dataset(DataConfig(name="digits")))))
+        evaluate_onnx(float_file, digits.test, build_task(None, digits)))
     export = next(s for s in report["stages"] if s["kind"] == "export")["details"]
     assert export["parity"]["max_abs_diff"] < 1e-3  # the state after quantize is the float student
 
