@@ -19,11 +19,13 @@ from .main import cli
 @click.option("--latency-growth", type=float, default=None, help="override gates.latency_growth (0.10 = +10 %)")
 @click.option("--min-metric", type=float, default=None, help="override gates.min_metric")
 @click.option("--runs", type=int, default=300, show_default=True, help="runs per artifact in the latency re-profile")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="rounds of fresh worker processes the runs are split over (one process can be 10-25%% off)")
 @click.option("--allow-different-task", is_flag=True,
               help="compare reports of different tasks or metrics anyway (refused by default)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
 def check(current: Path, baseline: Path, junit: Path | None, accuracy_drop: float | None, size_growth: float | None,
-          latency_growth: float | None, min_metric: float | None, runs: int, allow_different_task: bool,
+          latency_growth: float | None, min_metric: float | None, runs: int, rounds: int, allow_different_task: bool,
           as_json: bool) -> None:
     """Compare CURRENT against BASELINE (report.json files). Exit 0 pass, 1 regression, 2 bad input."""
     from edgedistill import gate
@@ -31,8 +33,10 @@ def check(current: Path, baseline: Path, junit: Path | None, accuracy_drop: floa
 
     if runs < 20:
         raise UserError("--runs must be at least 20", where="--runs", fix="use 300 (30 interleaved bursts)")
+    if rounds < 1:
+        raise UserError("--rounds must be at least 1", where="--rounds", fix="use 3 (the default)")
     cur, base = gate.load_report(current, "CURRENT"), gate.load_report(baseline, "--baseline")
-    rep = gate.check(cur, base, runs=runs, allow_different_task=allow_different_task, overrides={
+    rep = gate.check(cur, base, runs=runs, rounds=rounds, allow_different_task=allow_different_task, overrides={
         "accuracy_drop": accuracy_drop, "size_growth": size_growth, "latency_growth": latency_growth,
         "min_metric": min_metric})
     if junit:

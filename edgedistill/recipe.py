@@ -38,6 +38,8 @@ class ProfileConfig(Strict):
     runs: int = Field(200, ge=1, le=1_000_000, description="timed runs per model and target")
     warmup: int = Field(20, ge=0, le=1_000_000, description="untimed runs first")
     burst: int = Field(10, ge=1, le=1_000_000, description="runs per interleaved burst")
+    rounds: int = Field(3, ge=1, le=100, description="fresh worker processes per model, the bursts split among them "
+                                                     "(one process's memory layout can bias it 10-25%)")
     batch: int | None = Field(None, ge=1, description="profile only this batch size; default: each of the target's batch_sizes (the first under the target's name, others as <target>@b<N>)")
     threads: int | None = Field(None, ge=1, description="defaults to the target's thread count")
     sequence_lengths: list[int] | None = Field(

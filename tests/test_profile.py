@@ -139,6 +139,25 @@ def test_time_budget_stops_early(models):
                        op_profile_runs=0)["m"]
     assert s["time_budget_hit"] is True
     assert 20 <= s["runs"] < 1_000_000
+    assert len(s["pids"]) == 3  # every round got its share of the budget
+
+
+def test_bursts_are_split_over_rounds_of_fresh_processes(models):
+    """One process can run an identical file 10-25% slower for its whole life; rounds of fresh ones outvote it."""
+    res = probe.coordinate({"models": {"a": str(models["base"]), "b": str(models["slow"])}, "runs": 50,
+                            "warmup": 1, "burst": 10, "rounds": 3})["models"]
+    for s in res.values():
+        assert s["rounds"] == 3 and s["runs"] == 50 and len(s["samples_ms"]) == 50
+        assert len(set(s["pids"])) == 3 and s["pid"] == s["pids"][-1]
+    assert not set(res["a"]["pids"]) & set(res["b"]["pids"])
+    one = probe.coordinate({"models": {"a": str(models["base"])}, "runs": 20, "warmup": 0, "burst": 10,
+                            "rounds": 1})["models"]["a"]
+    assert one["rounds"] == 1 and len(one["pids"]) == 1 and one["runs"] == 20
+    few = probe.coordinate({"models": {"a": str(models["base"])}, "runs": 10, "warmup": 0, "burst": 10,
+                            "rounds": 3})["models"]["a"]  # one burst cannot be split: one round
+    assert few["rounds"] == 1 and few["runs"] == 10
+    with pytest.raises(UserError, match="rounds"):
+        profile_models({"m": models["base"]}, CPU, rounds=0)
 
 
 def test_given_feed_and_batch_are_used(models):

@@ -25,11 +25,12 @@ __all__ = ["latency_stats", "probe_config", "profile_models"]
 
 
 def probe_config(target: Target, *, batch: int, threads: int | None, runs: int, warmup: int, burst: int,
-                 time_budget_s: float | None, op_profile_runs: int, sequence: int | None = None) -> dict[str, Any]:
+                 time_budget_s: float | None, op_profile_runs: int, sequence: int | None = None,
+                 rounds: int = 3) -> dict[str, Any]:
     """The JSON the probe reads: everything about *how* to time, nothing about *where* the files are."""
     return {"runtime": target.runtime, "providers": target.providers, "provider_options": target.provider_options,
             "threads": threads or target.threads, "batch": batch, "shapes": target.input_shapes or None,
-            "precision": target.precision, "runs": runs, "warmup": warmup, "burst": burst,
+            "precision": target.precision, "runs": runs, "warmup": warmup, "burst": burst, "rounds": rounds,
             "time_budget_s": time_budget_s if time_budget_s is not None else target.time_budget_s,
             "op_profile_runs": op_profile_runs, "seed": 0, "sequence": sequence}
 
@@ -48,14 +49,19 @@ def profile_models(
     op_profile_runs: int = 20,
     sequence: int | None = None,
     model_options: Mapping[str, Mapping[str, Any]] | None = None,
+    rounds: int = 3,
 ) -> dict[str, dict[str, Any]]:
     """Time each model `runs` times (after `warmup`), interleaving bursts of `burst` runs across the models.
+
+    The bursts are split over `rounds` rounds of fresh worker processes (probe.coordinate says why).
 
     Returns {name: {p50_ms, p90_ms, p99_ms, mean_ms, std_ms, min_ms, cv, throughput_per_s, batch, threads,
     runs, samples_ms, peak_rss_mb, session_rss_mb, ops, host, target, ...}}. A target this machine cannot
     run raises UserError with the reason: callers check `availability` first and record the skip.
     `model_options` sets ONNX Runtime session options per model ({name: {"session_config": {key: value},
     "graph_optimization_level": "ORT_ENABLE_ALL"}}), so one file can be timed under several options."""
+    if rounds < 1:
+        raise UserError("rounds must be at least 1", where="profile.rounds", fix="use 3 (the default)")
     if runs < 1:
         raise UserError("runs must be at least 1", where="--runs", fix="pass --runs 100 or more")
     files = {}
@@ -69,7 +75,8 @@ def profile_models(
         raise UserError(f"target {target.name} is not usable on this machine: {why}", where="--target",
                         fix="pick a target that `edgedistill doctor` lists as usable, or set ssh_host in the target")
     config = probe_config(target, batch=batch, threads=threads, runs=runs, warmup=warmup, burst=burst,
-                          time_budget_s=time_budget_s, op_profile_runs=op_profile_runs, sequence=sequence)
+                          time_budget_s=time_budget_s, op_profile_runs=op_profile_runs, sequence=sequence,
+                          rounds=rounds)
     if model_options:
         config["model_options"] = {n: dict(o) for n, o in model_options.items()}
     with tempfile.TemporaryDirectory(prefix="edgedistill-feed-") as tmp:

@@ -4,8 +4,8 @@ It needs only the standard library, numpy and onnxruntime (tensorrt for native e
 copy this single file to a Raspberry Pi or Jetson over SSH and get the same statistics as locally.
 
 Two modes:
-  python probe.py run CONFIG.json   coordinate: one fresh worker process per model, bursts interleaved
-                                    across the workers, prints one JSON result on stdout
+  python probe.py run CONFIG.json   coordinate: fresh worker processes per model and round, bursts
+                                    interleaved across the workers, prints one JSON result on stdout
   python probe.py worker            a worker: JSON-lines commands on stdin, replies on stdout
 
 Why one process per model: a session's allocations (arena, thread pool, page cache of weights) would
@@ -365,25 +365,35 @@ def _handle(msg: dict, state: dict) -> dict:
 
 
 class Worker:
-    """The coordinator's handle on one worker process."""
+    """The coordinator's handle on one worker process.
+
+    The process starts and is told to load its model at once; `loaded()` waits for the reply, so the
+    workers of a round load side by side instead of one after another."""
 
     def __init__(self, name: str, path: str, cfg: dict) -> None:
         self.name = name
+        self.info: dict = {}
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        try:
-            self.info = self.ask({"cmd": "load", "path": path, "cfg": cfg})
-        except BaseException:  # the coordinator only closes workers that loaded; do not leave this one running
-            self.close()
-            raise
+        self._send({"cmd": "load", "path": path, "cfg": cfg})
+
+    def loaded(self) -> dict:
+        self.info = self._receive()
+        return self.info
 
     def ask(self, msg: dict) -> dict:
+        self._send(msg)
+        return self._receive()
+
+    def _send(self, msg: dict) -> None:
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
         except BrokenPipeError:
-            line = ""
+            pass  # the worker died; _receive reads why
+
+    def _receive(self) -> dict:
+        line = self.proc.stdout.readline()
         if not line:
             err = self.proc.stderr.read().strip().splitlines()
             raise ProbeError(self.name, f"worker died ({err[-1] if err else 'no message'})")
@@ -419,57 +429,72 @@ def coordinate(config: dict, on_burst=None) -> dict:
     """Time every model of `config["models"]` in its own worker, bursts interleaved A,B,A,B,...
 
     Each model gets `warmup` runs, then bursts of `burst` runs until `runs` are taken or `time_budget_s`
-    has passed (at least two bursts each). Samples keep their order so burst-wise ratios can be formed.
+    has passed. The bursts are split over `rounds` rounds, each with fresh worker processes and the models'
+    order rotated: a process's memory layout can make it run an identical file 10-25% slower for its whole
+    life (seen on this project's machines and in CI), and pooling several processes per model outvotes
+    one such draw (docs/profiling.md). Samples keep their order so burst-wise ratios can be formed.
     `on_burst(done, total)` is called after every round of bursts (the caller's progress display).
     A key that is missing or null takes its default."""
     config = {k: v for k, v in config.items() if v is not None}
     models: dict = config["models"]
+    names = list(models)
     cfg = {k: config[k] for k in ("runtime", "providers", "provider_options", "threads", "batch", "shapes",
                                   "feed", "seed", "precision", "sequence") if k in config}
+    per_model = config.get("model_options") or {}  # {name: {session_config: ..., ...}}: same target, other options
     runs, warmup = int(config.get("runs", 100)), int(config.get("warmup", 10))
     burst = max(1, min(int(config.get("burst", 10)), runs))
+    n_bursts = -(-runs // burst)
+    rounds = max(1, min(int(config.get("rounds", 3)), n_bursts))
+    bounds = [round(k * n_bursts / rounds) for k in range(rounds + 1)]
     budget = config.get("time_budget_s")
-    workers: dict[str, Worker] = {}
-    try:
-        per_model = config.get("model_options") or {}  # {name: {session_config: ..., ...}}: same target, other options
-        for name, path in models.items():
-            workers[name] = Worker(name, path, {**cfg, **per_model.get(name, {})})
-        for w in workers.values():
-            if warmup:
-                w.ask({"cmd": "run", "n": warmup})
-        samples: dict[str, list[float]] = {n: [] for n in workers}
-        peaks: dict[str, dict] = {}
-        n_bursts = -(-runs // burst)
-        t_start, budget_hit = time.perf_counter(), False
-        for b in range(n_bursts):
-            if budget and b >= 2 and time.perf_counter() - t_start > float(budget):
-                budget_hit = True
-                break
-            n = min(burst, runs - b * burst)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    seen: dict[str, list[dict]] = {n: [] for n in names}  # each round's load reply and last run reply
+    ops: dict = {}
+    t_start, budget_hit = time.perf_counter(), False
+    for k in range(rounds):
+        order = names[k % len(names):] + names[:k % len(names)]
+        workers: dict[str, Worker] = {}
+        try:
+            for name in order:
+                workers[name] = Worker(name, models[name], {**cfg, **per_model.get(name, {})})
+            for w in workers.values():
+                w.loaded()
+            for w in workers.values():
+                if warmup:
+                    w.ask({"cmd": "run", "n": warmup})
+            last: dict[str, dict] = {}
+            for b in range(bounds[k], bounds[k + 1]):
+                at_least = 2 if rounds == 1 else 1  # every round times something, and a comparison has 2+ bursts
+                if budget and b - bounds[k] >= at_least and \
+                        time.perf_counter() - t_start > float(budget) * (k + 1) / rounds:
+                    budget_hit = True  # this round's share of the budget is spent; the next round has its own
+                    break
+                n = min(burst, runs - b * burst)
+                for name, w in workers.items():
+                    last[name] = w.ask({"cmd": "run", "n": n})
+                    samples[name].extend(last[name]["samples_ms"])
+                if on_burst is not None:
+                    on_burst(b + 1, n_bursts)
             for name, w in workers.items():
-                reply = w.ask({"cmd": "run", "n": n})
-                samples[name].extend(reply["samples_ms"])
-                peaks[name] = reply
-            if on_burst is not None:
-                on_burst(b + 1, n_bursts)
-        ops = {}
-        if int(config.get("op_profile_runs") or 0) > 0:
-            for name, w in workers.items():
-                ops[name] = w.ask({"cmd": "ops", "runs": int(config["op_profile_runs"])})["ops"]
-    finally:
-        for w in workers.values():
-            w.close()
+                seen[name].append({**w.info, **last[name]})
+            if k == rounds - 1 and int(config.get("op_profile_runs") or 0) > 0:
+                for name, w in workers.items():
+                    ops[name] = w.ask({"cmd": "ops", "runs": int(config["op_profile_runs"])})["ops"]
+        finally:
+            for w in workers.values():
+                w.close()
     batch = int(config.get("batch", 1))
     out = {}
-    for name, w in workers.items():
-        s = samples[name]
+    for name in names:
+        s, rs = samples[name], seen[name]
         out[name] = {**latency_stats(s, batch), "batch": batch, "threads": int(config.get("threads", 1)),
-                     "runs": len(s), "burst": burst, "warmup": warmup, "samples_ms": [round(x, 5) for x in s],
-                     "peak_rss_mb": round(peaks[name]["peak_rss_mb"], 2),
-                     "session_rss_mb": round(peaks[name]["session_rss_mb"], 2),
-                     "load_ms": round(w.info["load_ms"], 3), "providers": w.info["providers"],
-                     "input_shapes": w.info["inputs"], "time_budget_hit": budget_hit, "pid": w.info["pid"],
-                     "isolation": "subprocess-per-model", "ops": ops.get(name)}
+                     "runs": len(s), "burst": burst, "warmup": warmup, "rounds": rounds,
+                     "samples_ms": [round(x, 5) for x in s],
+                     "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs), 2),
+                     "session_rss_mb": round(max(r["session_rss_mb"] for r in rs), 2),
+                     "load_ms": round(min(r["load_ms"] for r in rs), 3), "providers": rs[-1]["providers"],
+                     "input_shapes": rs[-1]["inputs"], "time_budget_hit": budget_hit, "pid": rs[-1]["pid"],
+                     "pids": [r["pid"] for r in rs], "isolation": "subprocess-per-model", "ops": ops.get(name)}
     return {"models": out, "host": host_info()}
 
 

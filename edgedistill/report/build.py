@@ -146,7 +146,8 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         for batch, seq in ((b, s) for b in batches for s in seqs):
             feed = real_feed(samples if seq is None else fit_sequence(samples, seq), batch)
             result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
-                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, feed=feed, sequence=seq,
+                                    warmup=cfg.profile.warmup, burst=cfg.profile.burst, rounds=cfg.profile.rounds,
+                                    feed=feed, sequence=seq,
                                     model_options={"deployed": shipped_options} if shipped_options else None)
             base = result.get("teacher") or {}
             for name, stats in result.items():
