@@ -433,7 +433,7 @@ def coordinate(config: dict, on_burst=None) -> dict:
     order rotated: a process's memory layout can make it run an identical file 10-25% slower for its whole
     life (seen on this project's machines and in CI), and pooling several processes per model outvotes
     one such draw (docs/profiling.md). Samples keep their order so burst-wise ratios can be formed.
-    `on_burst(done, total)` is called after every round of bursts (the caller's progress display).
+    `on_burst(done, total)` is called once every model has timed a burst (the caller's progress display).
     A key that is missing or null takes its default."""
     config = {k: v for k, v in config.items() if v is not None}
     models: dict = config["models"]
