@@ -7,6 +7,10 @@ B's burst to the fastest in A's, then the median over bursts, stayed within 0.98
 burst medians ranged 0.91-1.03. Load only ever adds time, so a burst's fastest run is its cleanest view of
 the model's cost, and pairing neighbouring bursts cancels slow drifts. The gate uses `ratio` (burst
 minima); `ratio_median` (burst medians) is reported alongside.
+
+Interleaving cannot cancel a bias that a worker process carries for its whole life (an identical file
+timed 0.88x and 1.26x in single calls); the coordinator therefore splits the bursts over rounds of fresh
+processes (probe.coordinate), and the median here runs over the bursts of all rounds.
 """
 
 from __future__ import annotations

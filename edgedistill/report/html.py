@@ -213,7 +213,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         s0 = rows[0][1]
         parts.append(f"<figure>{distribution_svg(t, rows)}<figcaption>{escape(t)}: batch {_f(s0.get('batch'))}, "
                      f"{_f(s0.get('threads'))} thread(s), {_f(s0.get('runs'))} runs per model, interleaved bursts, "
-                     "one fresh process per model.</figcaption></figure>")
+                     f"{_f(s0.get('rounds', 1))} round(s) of fresh processes per model.</figcaption></figure>")
     parts.append("</div></body></html>\n")
     return "".join(parts)
 
