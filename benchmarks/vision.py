@@ -97,7 +97,6 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     from run import measure_rows
 
     from edgedistill.data import load_dataset
-    from edgedistill.evaluate import evaluate_onnx
     from edgedistill.export import export_onnx
     from edgedistill.export.onnx import copy_onnx
     from edgedistill.models import build_model, load_checkpoint
@@ -137,8 +136,9 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
                                                preset=PRESETS["x86_vnni"], per_channel=True)
     files["pipeline"] = copy_onnx(run_dir / "bundle" / "model.onnx", files_dir / "pipeline.onnx")[0]
 
-    metrics = {name: evaluate_onnx(path, data.test, task) for name, path in files.items()}
-    correct = {name: _correct(path, data.test, task) for name, path in files.items()}
+    scored = {name: _score(path, data.test, task) for name, path in files.items()}
+    metrics = {name: m for name, (m, _) in scored.items()}
+    correct = {name: c for name, (_, c) in scored.items()}
     macs = {name: hardware.count_macs(path) for name, path in files.items()}
     feeds = {b: {"input": np.ascontiguousarray(data.test.x[:b])} for b in (1, 32)}
     runs = runs or (20 if quick else 300)
@@ -169,16 +169,22 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     }
 
 
-def _correct(path: Path, split, task):
-    """Per-image correctness of the file's top-1 on the held-out split (for the paired comparison)."""
+def _score(path: Path, split, task) -> tuple[float, Any]:
+    """The toolchain's metric of the file (`task.score`, as `evaluate_onnx` runs it) and, from the same
+    outputs, per-image top-1 correctness for the paired comparison: one pass over the held-out images."""
     import numpy as np
 
     from edgedistill.evaluate.metrics import onnx_predictor
 
-    predict = onnx_predictor(path, output_names=task.output_names)
-    logits = np.concatenate([predict({"input": split.x[i : i + 256]})[task.output_names[0]]
-                             for i in range(0, len(split), 256)])
-    return logits.argmax(1) == split.y
+    predict, seen = onnx_predictor(path, output_names=task.output_names), []
+
+    def recording(batch):
+        out = predict(batch)
+        seen.append(out[task.output_names[0]])
+        return out
+
+    metric = task.score(recording, split)
+    return metric, np.concatenate(seen).argmax(1) == split.y
 
 
 def _moved_line(path: Path, split, task, unmoved: float) -> str:

@@ -180,7 +180,8 @@ def train_student(
         x_teacher = x
         if aug.active:
             x = augment(x, epoch_state["shifts"][idx])
-            x_teacher = x if moved else x_teacher
+            if moved:
+                x_teacher = x
         s = task.primary(task.forward(model, x))
         t = temp.value
         loss = s.new_zeros(())

@@ -447,6 +447,7 @@ def coordinate(config: dict, on_burst=None) -> dict:
     rounds = max(1, min(int(config.get("rounds", 3)), n_bursts))
     bounds = [round(k * n_bursts / rounds) for k in range(rounds + 1)]
     budget = config.get("time_budget_s")
+    at_least = 2 if rounds == 1 else 1  # bursts before a budget stop: every round times something, a call 2+
     samples: dict[str, list[float]] = {n: [] for n in names}
     seen: dict[str, list[dict]] = {n: [] for n in names}  # each round's load reply and last run reply
     ops: dict = {}
@@ -464,7 +465,6 @@ def coordinate(config: dict, on_burst=None) -> dict:
                     w.ask({"cmd": "run", "n": warmup})
             last: dict[str, dict] = {}
             for b in range(bounds[k], bounds[k + 1]):
-                at_least = 2 if rounds == 1 else 1  # every round times something, and a comparison has 2+ bursts
                 if budget and b - bounds[k] >= at_least and \
                         time.perf_counter() - t_start > float(budget) * (k + 1) / rounds:
                     budget_hit = True  # this round's share of the budget is spent; the next round has its own
