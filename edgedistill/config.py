@@ -26,6 +26,10 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm; null disables clipping")
     patience: int | None = Field(None, ge=1, description="early stopping: epochs without validation improvement")
     batch_size: int | None = Field(None, ge=1, description="defaults to data.batch_size")
+    max_steps: int | None = Field(None, ge=1, le=10**9, description="train this many optimizer steps (overrides epochs; for data too large or of unknown length to count in epochs)")
+    eval_every: int | None = Field(None, ge=1, description="validate (and keep the best weights) every N steps instead of every epoch")
+    checkpoint_every: int | None = Field(None, ge=1, description="write the --resume checkpoint every N steps (mid-epoch, with the sampler's position) as well as at each validation")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision of the forward pass; bf16/fp16 are refused where this CPU has no support")
 
 
 class TeacherConfig(Strict):

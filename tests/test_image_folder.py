@@ -34,16 +34,18 @@ def test_loads_resized_scaled_and_labelled_by_sorted_folder(tmp_path):
     assert ds.input_shape == (1, 8, 6) and ds.task == "image_classification"
     assert len(ds.train) + len(ds.val) + len(ds.test) == 18
     for split in (ds.train, ds.val, ds.test):
-        assert split.x.dtype == np.float32 and split.y.dtype == np.int64
-        assert split.x.min() >= 0.0 and split.x.max() <= 1.0
+        assert split.streamed  # file names, decoded when read
+        x = split.x[:]
+        assert x.dtype == np.float32 and split.y.dtype == np.int64 and x.shape == (len(split), 1, 8, 6)
+        assert x.min() >= 0.0 and x.max() <= 1.0
     assert sorted(set(ds.test.y.tolist())) == [0, 1, 2]  # stratified
-    x, y = np.concatenate([ds.train.x, ds.test.x]), np.concatenate([ds.train.y, ds.test.y])
+    x, y = np.concatenate([ds.train.x[:], ds.test.x[:]]), np.concatenate([ds.train.y, ds.test.y])
     # "dot" pixels were drawn brightest and "circle" darkest: labels follow the sorted names, not write order
     assert x[y == 2].mean() > x[y == 0].mean() > x[y == 1].mean()
     assert ds.preprocessing["image_size"] == [8, 6] and ds.preprocessing["channels"] == 1
     again = load_dataset(DataConfig(name="image_folder", path=str(tmp_path / "imgs"), image_size=[8, 6],
                                     image_mode="grayscale", val_fraction=0.2, test_fraction=0.25))
-    assert np.array_equal(again.test.x, ds.test.x)  # deterministic split
+    assert np.array_equal(again.test.x[:], ds.test.x[:])  # deterministic split
 
 
 def test_separate_test_folder_and_rgb(tmp_path):

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from ..config import Strict
 from ..errors import UserError, did_you_mean
+from .stream import is_lazy, take_rows
 
 
 class DataConfig(Strict):
@@ -30,6 +31,7 @@ class DataConfig(Strict):
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
     test_limit: int | None = Field(None, ge=1, description="use at most this many test samples")
     batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
+    workers: int | None = Field(None, ge=0, le=256, description="DataLoader worker processes that decode and augment streamed data (image folders, packed shards); default: the CPUs this process may use, less one (max 8); in-memory sets use none")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
 
     @field_validator("image_size")
@@ -51,6 +53,8 @@ INPUT = "input"  # the name of the single input of an image split
 
 class Split:
     """One split: named input arrays (any dtype; all with the same number of rows) and the targets.
+
+    An input may be a `LazyColumn` (rows decoded on read) instead of an array; targets are always in memory.
 
     Targets are what the task's loss and metric compare against (class labels, scores, ...); unlabelled
     data carries an empty-width placeholder. `Split(x, y)` with one array is an image split whose input is
@@ -76,7 +80,12 @@ class Split:
 
     def take(self, rows: Any) -> Split:
         """The rows `rows` (a slice or an index array) of every input and of the targets."""
-        return Split({k: v[rows] for k, v in self.inputs.items()}, self.targets[rows])
+        return Split({k: take_rows(v, rows) for k, v in self.inputs.items()}, self.targets[rows])
+
+    @property
+    def streamed(self) -> bool:
+        """True when some input is read on demand (an image folder, packed shards) rather than held in memory."""
+        return any(is_lazy(v) for v in self.inputs.values())
 
     def head(self, n: int | None) -> Split:
         return self if n is None else self.take(slice(0, n))
@@ -140,6 +149,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds.train = ds.train.head(cfg.train_limit)
     if cfg.test_limit:
         ds.test = ds.test.head(cfg.test_limit)
+    for split in (ds.train, ds.val, ds.test):  # streamed columns carry the worker count their loaders use
+        for col in split.inputs.values():
+            if is_lazy(col):
+                col.workers = cfg.workers
     from .check import check_dataset
 
     return check_dataset(ds, f"data ({cfg.name}{':' + cfg.path if cfg.path else ''})")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import UserError
+from .stream import is_lazy
 
 if TYPE_CHECKING:
     from .base import Dataset
@@ -70,7 +71,8 @@ def check_dataset(ds: Dataset, where: str) -> Dataset:
             raise UserError("the split is empty", where=here,
                             fix="use more data, a smaller data.test_fraction/val_fraction, or a larger limit")
         for key, x in _inputs(split).items():
-            x = np.asarray(x)
+            lazy = is_lazy(x)  # read on demand: its decoder yields finite values; reading it all here would not fit
+            x = x if lazy else np.asarray(x)
             what = "inputs" if key == "input" else f'"{key}" inputs'
             if len(x) != len(y):
                 raise UserError(f"{len(x)} {what} but {len(y)} labels", where=here,
@@ -80,7 +82,7 @@ def check_dataset(ds: Dataset, where: str) -> Dataset:
                                 where=here, fix="every split must hold inputs of the same shape")
             if name == "train":
                 shapes[key] = x.shape[1:]
-            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            if not lazy and np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
                 bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
                 raise UserError(f"{bad} input sample(s) contain NaN or infinite values", where=here,
                                 fix="clean or drop those samples; training on them makes the loss NaN")

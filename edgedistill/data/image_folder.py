@@ -1,8 +1,11 @@
 """Images in class-named folders (`root/<class>/*.png`, torchvision's ImageFolder layout), decoded by Pillow.
 
 Class names are the sorted folder names; every image is converted to one mode (grayscale or RGB) and resized
-to one size, so any mix of photos becomes one float32 NCHW array in [0, 1]. `test_path` may name a second
-root with the same class folders; otherwise `test_fraction` is held out (stratified, seeded).
+to one size, so any mix of photos reads as float32 NCHW rows in [0, 1]. The split holds file names, not
+pixels: rows are decoded when read (in the training loader's worker processes), so memory does not grow with
+the number of images. Each file's header is checked when the folder is listed, so an undecodable file is
+named before anything trains. `test_path` may name a second root with the same class folders; otherwise
+`test_fraction` is held out (stratified, seeded).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import ArrayData, DataConfig, Dataset, register_dataset, stratified_split
+from .stream import LazyColumn, files_fingerprint
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
@@ -60,15 +64,43 @@ def _decode(path: Path, mode: str, hw: tuple[int, int]) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
+def _check_header(path: Path) -> None:
+    """Open the file's header (no pixels decoded): a file that is not an image is named now, not mid-training."""
+    Image, _ = _pil()
+    try:
+        with Image.open(path):
+            pass
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cannot decode the image ({type(exc).__name__}: {str(exc)[:200]})", where=str(path),
+                        fix="the file is truncated, corrupt or not an image: replace or remove it") from exc
+
+
+class ImageFiles(LazyColumn):
+    """Image files decoded, converted and resized on read; rows are float32 (channels, height, width) in [0, 1]."""
+
+    def __init__(self, paths: list[Path], mode: str, hw: tuple[int, int]) -> None:
+        super().__init__(len(paths), (1 if mode == "L" else 3, *hw), np.float32)
+        self.paths, self.mode, self.hw = [str(p) for p in paths], mode, hw
+
+    def _rows(self, indices: np.ndarray) -> np.ndarray:
+        out = np.empty((len(indices), *self.sample_shape), dtype=np.float32)
+        for j, i in enumerate(indices.tolist()):
+            out[j] = _decode(Path(self.paths[i]), self.mode, self.hw)
+        return np.divide(out, np.float32(255.0), out=out)
+
+    def source_fingerprint(self) -> str:
+        return f"{files_fingerprint(self.paths)}:{self.mode}:{self.hw}"
+
+
 def _read(root: Path, classes: list[str], mode: str, hw: tuple[int, int]) -> ArrayData:
-    xs: list[np.ndarray] = []
+    paths: list[Path] = []
     ys: list[int] = []
     for index, name in enumerate(classes):
         for path in _images(root / name):
-            xs.append(_decode(path, mode, hw))
+            _check_header(path)
+            paths.append(path)
             ys.append(index)
-    x = np.stack(xs).astype(np.float32) / np.float32(255.0)
-    return ArrayData(x, np.asarray(ys, dtype=np.int64))
+    return ArrayData(ImageFiles(paths, mode, hw), np.asarray(ys, dtype=np.int64))
 
 
 @register_dataset("image_folder")
@@ -94,7 +126,7 @@ def load_image_folder(cfg: DataConfig) -> Dataset:
                             fix="the test folder may only hold sub-folders named like the training classes")
         present = [c for c in classes if (test_root / c).is_dir()]
         part = _read(test_root, present, mode, hw)
-        test = ArrayData(part.x, np.asarray([classes.index(present[i]) for i in part.y], dtype=np.int64))
+        test = ArrayData(part.inputs, np.asarray([classes.index(present[i]) for i in part.y], dtype=np.int64))
     else:
         rest, test = stratified_split(rest.x, rest.y, cfg.test_fraction, cfg.seed)
     train, val = stratified_split(rest.x, rest.y, cfg.val_fraction, cfg.seed)

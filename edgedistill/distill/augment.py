@@ -54,3 +54,37 @@ def apply_shifts(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         rows = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
         out[rows] = padded[rows, :, pad - dy : pad - dy + h, pad - dx : pad - dx + w]
     return out
+
+
+class ShiftInputs:
+    """The loader transform that moves a batch by its samples' shifts for the epoch (runs in the workers).
+
+    The epoch's shifts are drawn for the whole split (n × 2 integers) once per worker and epoch, so a sample
+    moves the same way whichever worker, rank or batch reads it. `keep_original` also returns the unmoved
+    inputs as `teacher:<name>` (a live teacher that labels the original view)."""
+
+    def __init__(self, cfg: AugmentConfig, n: int, seed: int, keep_original: bool = False) -> None:
+        self.cfg, self.n, self.seed, self.keep_original = cfg, n, seed, keep_original
+        self._epoch: int | None = None
+        self._shifts = None
+
+    def __call__(self, inputs: dict, idx, epoch: int | None) -> dict:
+        if epoch is None:
+            return inputs
+        if self._epoch != epoch:
+            self._epoch, self._shifts = epoch, epoch_shifts(self.cfg, self.n, self.seed, epoch)
+        shifts = self._shifts[idx]
+        moved = {k: apply_shifts(v, shifts) for k, v in inputs.items()}  # only image-shaped inputs move
+        if self.keep_original:
+            moved.update({f"{TEACHER_VIEW}{k}": v for k, v in inputs.items()})
+        return moved
+
+
+TEACHER_VIEW = "teacher:"  # prefix of the unmoved inputs a ShiftInputs transform keeps for the teacher
+
+
+def split_views(x: dict) -> tuple[dict, dict]:
+    """(student inputs, teacher inputs) of a batch; the teacher sees the student's view unless one was kept."""
+    student = {k: v for k, v in x.items() if not k.startswith(TEACHER_VIEW)}
+    teacher = {k[len(TEACHER_VIEW):]: v for k, v in x.items() if k.startswith(TEACHER_VIEW)}
+    return student, teacher or student

@@ -9,15 +9,30 @@ forward pass. Three storage modes:
   teacher's distribution at the stage's temperature and keep the counts; count/samples is an unbiased
   estimate of the teacher's probabilities, so the forward-KL gradient stays unbiased.
 
-The key hashes the teacher's weights, the data, the augmentation settings (and epoch, when augmentation is
-random) and the mode, so a changed teacher or data can never be served stale outputs. Files are
-safetensors (no pickle), written atomically, and only by the main process.
+The key hashes the teacher's weights, the data (the bytes of an in-memory split; the file names, sizes and
+modification times of a streamed one), the augmentation settings (and epoch, when augmentation is random) and
+the mode, so a changed teacher or data can never be served stale outputs.
+
+On disk a cache is a folder `teacher-<key>/`: `.npy` shards of at most `SHARD_ROWS` rows per stored tensor,
+written by one pass of the teacher over the stream (one batch in memory at a time) and read back
+memory-mapped by sample index, so neither building nor reading it holds the whole cache in memory. Its
+`manifest.json` records the sha256 of every shard when it is written; every open re-hashes the shards and a
+cache whose contents differ (edited logits, a truncated shard, a missing file) is deleted and rebuilt, never
+served. (A digest detects damage and edits; someone who can rewrite both the shards and the manifest can
+still forge a cache, so keep `cache.dir` writable only by the runs that use it.) The folder is built under a
+temporary name and renamed into place, so a killed run leaves no half-written cache.
+
+Size per million samples: dense 4·C bytes per sample (C classes: 4 GB for C = 1000), topk 12·k bytes (k=4:
+48 MB), sampled 12·samples bytes (16 draws: 192 MB).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,13 +41,17 @@ import numpy as np
 from pydantic import Field
 
 from ..config import Strict
-from ..io import atomic_path, write_json
+from ..io import write_json
 
 if TYPE_CHECKING:  # CacheConfig is part of the recipe schema; validating a recipe must not import torch
     import torch
     from torch import nn
 
+    from ..data import Split
     from ..tasks import Task
+
+SHARD_ROWS = 65536  # rows per shard file: small enough to rewrite, large enough to keep file counts low
+MANIFEST = "manifest.json"
 
 
 class CacheConfig(Strict):
@@ -81,32 +100,23 @@ def count_calls(module: nn.Module) -> tuple[list[int], Any]:
     return counter, module.register_forward_pre_hook(hook)
 
 
-def cache_key(teacher: nn.Module, inputs: dict[str, np.ndarray], settings: dict[str, Any]) -> str:
+def cache_key(teacher: nn.Module, inputs: dict[str, Any], settings: dict[str, Any]) -> str:
     """sha256 over the teacher's weights and buffers, the named inputs and the settings that change the outputs."""
+    from ..data.stream import column_digest
+
     h = hashlib.sha256()
     for name, tensor in sorted(teacher.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     for _, x in sorted(inputs.items()):
-        h.update(str(x.shape).encode())
-        h.update(np.ascontiguousarray(x).tobytes())
+        h.update(str(tuple(x.shape)).encode())
+        h.update(column_digest(x))
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
-def run_teacher(teacher: nn.Module, inputs: dict[str, torch.Tensor], task: Task, batch_size: int = 512) -> torch.Tensor:
-    """The teacher's primary output (logits) over all `inputs`, in eval mode, without gradients."""
-    import torch
-
-    teacher.eval()
-    n = len(next(iter(inputs.values())))
-    with torch.no_grad():
-        return torch.cat([task.primary(task.forward(teacher, task.trim({k: v[i : i + batch_size] for k, v in inputs.items()})))
-                          for i in range(0, n, batch_size)])
-
-
-def compress(logits: torch.Tensor, cfg: CacheConfig, temperature: float, seed: int) -> dict[str, torch.Tensor]:
-    """The tensors stored for a mode (see the module docstring)."""
+def compress(logits: torch.Tensor, cfg: CacheConfig, temperature: float, seed: int | torch.Generator) -> dict[str, torch.Tensor]:
+    """The tensors stored for a mode (see the module docstring). `seed` may be a generator carried across batches."""
     import torch
     import torch.nn.functional as F
 
@@ -116,61 +126,182 @@ def compress(logits: torch.Tensor, cfg: CacheConfig, temperature: float, seed: i
         values, indices = logits.topk(min(cfg.k, logits.shape[1]), dim=1)
         return {"values": values.contiguous(), "indices": indices.contiguous()}
     probs = F.softmax(logits / temperature, dim=-1)
-    draws = torch.multinomial(probs, cfg.samples, replacement=True, generator=torch.Generator().manual_seed(seed))
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    draws = torch.multinomial(probs, cfg.samples, replacement=True, generator=gen)
     weights = torch.zeros_like(probs).scatter_add_(1, draws, torch.full(draws.shape, 1.0 / cfg.samples))
     kept = min(cfg.samples, probs.shape[1])  # at most `samples` distinct classes per row
     w, idx = weights.topk(kept, dim=1)
     return {"indices": idx.contiguous(), "weights": w.contiguous()}
 
 
-class TeacherOutputs:
-    """Stored outputs for the whole training split, indexed by sample position."""
+def file_digest(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (constant memory whatever the shard size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    def __init__(self, tensors: dict[str, torch.Tensor], num_classes: int) -> None:
-        self.tensors, self.num_classes = tensors, num_classes
+
+class TeacherOutputs:
+    """Stored outputs for a whole split, memory-mapped from shards and read by sample index."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self.folder, self.num_classes = folder, int(manifest["num_classes"])
+        self.rows, self.shard_rows = int(manifest["rows"]), int(manifest["shard_rows"])
+        self.arrays = {name: [np.load(folder / f, mmap_mode="r", allow_pickle=False) for f in files]
+                       for name, files in manifest["files"].items()}
+
+    def _gather(self, name: str, idx: np.ndarray) -> np.ndarray:
+        shards = self.arrays[name]
+        which, row = np.divmod(idx, self.shard_rows)
+        out = np.empty((len(idx), *shards[0].shape[1:]), dtype=shards[0].dtype)
+        for s in np.unique(which):
+            mask = which == s
+            out[mask] = shards[int(s)][row[mask]]
+        return out
 
     def targets(self, idx: torch.Tensor) -> Targets:
-        t = self.tensors
-        if "logits" in t:
-            return Targets("dense", t["logits"][idx], num_classes=self.num_classes)
-        if "values" in t:
-            return Targets("topk", t["values"][idx], t["indices"][idx], self.num_classes)
-        return Targets("sampled", t["indices"][idx], t["weights"][idx], self.num_classes)
+        import torch
+
+        i = np.asarray(idx, dtype=np.int64)
+        get = lambda name: torch.from_numpy(self._gather(name, i))  # noqa: E731
+        if "logits" in self.arrays:
+            return Targets("dense", get("logits"), num_classes=self.num_classes)
+        if "values" in self.arrays:
+            return Targets("topk", get("values"), get("indices"), self.num_classes)
+        return Targets("sampled", get("indices"), get("weights"), self.num_classes)
 
     @property
     def nbytes(self) -> int:
-        return int(sum(v.numel() * v.element_size() for v in self.tensors.values()))
+        return int(sum(a.nbytes for shards in self.arrays.values() for a in shards))
 
 
-def load_or_build(teacher: nn.Module, inputs: dict[str, np.ndarray], cfg: CacheConfig, folder: Path, *, task: Task,
+def open_verified(folder: Path, key: str) -> tuple[TeacherOutputs | None, str | None]:
+    """The cache in `folder` if its manifest names `key` and every shard still has its recorded digest;
+    otherwise (None, why) — a missing cache is (None, None)."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        return None, ("no manifest" if folder.exists() else None)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") != key:
+            return None, "the manifest names another key"
+        for name, files in manifest["files"].items():
+            for f, digest in zip(files, manifest["digests"][name], strict=True):
+                path = folder / f
+                if Path(f).name != f or path.is_symlink() or not path.is_file():
+                    return None, f"shard {f} is missing or not a regular file"
+                if file_digest(path) != digest:
+                    return None, f"shard {f} does not match its recorded digest"
+        return TeacherOutputs(folder, manifest), None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
+        return None, f"unreadable ({type(exc).__name__})"
+
+
+class _ShardWriter:
+    """Appends rows of one tensor to `.npy` shards (header first, then raw rows), one batch in memory at a time."""
+
+    def __init__(self, folder: Path, name: str, total: int) -> None:
+        self.folder, self.name, self.total = folder, name, total
+        self.files: list[str] = []
+        self.file = None
+        self.left = 0
+
+    def _open(self, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
+        start = len(self.files) * SHARD_ROWS
+        rows = min(SHARD_ROWS, self.total - start)
+        fname = f"{self.name}-{len(self.files):05d}.npy"
+        self.files.append(fname)
+        self.file = open(self.folder / fname, "wb")  # noqa: SIM115 - closed when the shard is full
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                         "fortran_order": False, "shape": (rows, *row_shape)})
+        self.left = rows
+
+    def write(self, a: np.ndarray) -> None:
+        a = np.ascontiguousarray(a)
+        while len(a):
+            if self.left == 0:
+                self._open(a.dtype, a.shape[1:])
+            part, a = a[: self.left], a[self.left :]
+            self.file.write(part.tobytes())
+            self.left -= len(part)
+            if self.left == 0:
+                self.file.close()
+
+
+def build(folder: Path, key: str, logit_batches, cfg: CacheConfig, *, rows: int, temperature: float, seed: int,
+          settings: dict[str, Any]) -> TeacherOutputs:
+    """Write the cache for `key` from teacher logits arriving in sample order, then rename it into place."""
+    import torch
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    writers: dict[str, _ShardWriter] = {}
+    gen = torch.Generator().manual_seed(seed)
+    num_classes, written = 0, 0
+    try:
+        for logits in logit_batches:
+            num_classes = int(logits.shape[1])
+            for name, t in compress(logits, cfg, temperature, gen).items():
+                writers.setdefault(name, _ShardWriter(tmp, name, rows)).write(t.numpy())
+            written += len(logits)
+        if written != rows:
+            raise RuntimeError(f"the teacher pass gave {written} rows for a split of {rows}")
+        files = {n: w.files for n, w in writers.items()}
+        write_json(tmp / MANIFEST, {"key": key, "num_classes": num_classes, "rows": rows, "shard_rows": SHARD_ROWS,
+                                    "files": files, "settings": settings,
+                                    "digests": {n: [file_digest(tmp / f) for f in fs] for n, fs in files.items()}})
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged cache of this key (verified and refused before)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TeacherOutputs(folder, json.loads((folder / MANIFEST).read_text()))
+
+
+InputTransform = Callable[[dict[str, "torch.Tensor"], "torch.Tensor", "int | None"], dict[str, "torch.Tensor"]]
+
+
+def teacher_logits(teacher: nn.Module, split: Split, task: Task, *, epoch: int | None = None,
+                   input_transform: InputTransform | None = None, workers: int | None = None, batch_size: int = 512):
+    """The teacher's primary output (logits) over `split` in sample order, one batch at a time (eval, no grad);
+    the split is read through the loader, so a streamed split is decoded (and augmented) in its workers."""
+    import torch
+
+    from ..data.loader import batches, in_order
+
+    teacher.eval()
+    for got in batches(split, in_order(len(split), batch_size, epoch), workers=workers, transform=input_transform):
+        with torch.no_grad():
+            logits = task.primary(task.forward(teacher, task.trim(got["inputs"])))
+        yield logits
+
+
+def load_or_build(teacher: nn.Module, split: Split, cfg: CacheConfig, folder: Path, *, task: Task,
                   temperature: float, settings: dict[str, Any], seed: int, transform=None,
-                  write: bool = True) -> tuple[TeacherOutputs, dict]:
-    """Read the cache file for this (teacher, data, settings) or build it with one pass of the teacher.
+                  input_transform: InputTransform | None = None, epoch: int | None = None,
+                  workers: int | None = None) -> tuple[TeacherOutputs, dict]:
+    """Open the verified cache for this (teacher, data, settings) or build it with one pass of the teacher.
 
-    `transform` (e.g. logit standardization) is applied to the teacher's logits before storing; name it in
-    `settings` so it is part of the key. Returns the outputs and a small dict for the report.
+    `transform` (e.g. logit standardization) is applied to the teacher's logits before storing, and
+    `input_transform` (augmentation for `epoch`) to its inputs; name both in `settings` so they are part of the
+    key. Returns the outputs and a small dict for the report (`rebuilt` says why a present cache was refused).
     """
-    from safetensors.torch import load_file, save_file
-
     full = {**settings, "mode": cfg.mode, "k": cfg.k if cfg.mode == "topk" else None,
             "samples": cfg.samples if cfg.mode == "sampled" else None,
             "temperature": temperature if cfg.mode == "sampled" else None, "seed": seed if cfg.mode == "sampled" else None}
-    key = cache_key(teacher, inputs, full)
-    path = folder / f"teacher-{key}.safetensors"
-    if path.exists():
-        try:
-            tensors = load_file(str(path))
-            num_classes = int(json.loads((folder / f"teacher-{key}.json").read_text())["num_classes"])
-            return TeacherOutputs(tensors, num_classes), {"key": key, "hit": True, "file": str(path)}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            pass  # a damaged file is rebuilt below
-    logits = run_teacher(teacher, task.to_torch(inputs), task)
+    key = cache_key(teacher, split.inputs, full)
+    path = folder / f"teacher-{key}"
+    out, refused = open_verified(path, key)
+    if out is not None:
+        return out, {"key": key, "hit": True, "file": str(path)}
+    logits = teacher_logits(teacher, split, task, epoch=epoch, input_transform=input_transform, workers=workers)
     if transform is not None:
-        logits = transform(logits)
-    tensors = compress(logits, cfg, temperature, seed)
-    if write:
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp))
-        write_json(folder / f"teacher-{key}.json", {"num_classes": logits.shape[1], "settings": full})
-    out = TeacherOutputs(tensors, logits.shape[1])
-    return out, {"key": key, "hit": False, "file": str(path), "bytes": out.nbytes}
+        logits = (transform(t) for t in logits)
+    out = build(path, key, logits, cfg, rows=len(split), temperature=temperature, seed=seed, settings=full)
+    info = {"key": key, "hit": False, "file": str(path), "bytes": out.nbytes}
+    if refused:
+        info["rebuilt"] = refused
+    return out, info

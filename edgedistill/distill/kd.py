@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..train import distributed as dd
 from ..train import fit
 from . import transformer_losses as _transformer_losses  # noqa: F401  (registers the output losses)
-from .augment import apply_shifts, epoch_shifts
+from .augment import ShiftInputs, split_views
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
 from .losses import LOGIT_LOSSES, OUTPUT_LOSSES, standardize
@@ -73,15 +73,12 @@ def train_student(
     temp = TemperatureState(cfg.temperature, cfg.temperature_schedule)
     transform = standardize if cfg.standardize else None
     aug = cfg.augment
-    x_train = task.to_torch(train.inputs)
     n_train = len(train)
-    probe_batch = task.trim({k: v[: min(4, n_train)] for k, v in x_train.items()})
+    probe_batch = task.trim(task.to_torch({k: v[: min(4, n_train)] for k, v in train.inputs.items()}))
+    workers = None  # the data config's `workers`, carried by a streamed split's columns (see data.loader)
 
     def probe(model: nn.Module) -> object:
         return task.forward(model, probe_batch)
-
-    def augment(x: dict[str, torch.Tensor], shifts: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: apply_shifts(v, shifts) for k, v in x.items()}  # only image-shaped inputs move
 
     # features: recorders on both networks, connectors sized by one dry forward pass; transformer terms record
     # layer outputs and q/k/v projections the same way, and size their hidden-state projections from that pass
@@ -139,30 +136,33 @@ def train_student(
     counters = [count_calls(t) for t in teachers]
     outputs: list[TeacherOutputs | None] = [None] * len(teachers)
     cache_events: list[dict[str, Any]] = []
-    epoch_state: dict[str, Any] = {"epoch": None, "shifts": None}
+    epoch_state: dict[str, Any] = {"epoch": None}
+    # augmentation runs in the loader's workers; a live teacher that labels the original view gets it kept
+    shift = ShiftInputs(aug, n_train, seed, keep_original=not moved and any(live)) if aug.active else None
+    if not dd.is_main_process():  # other ranks build their cache in their own scratch run folder, never rank 0's
+        cache_dir = ctx.run_dir / "cache"
 
-    def load_outputs(x_all: dict[str, torch.Tensor], epoch: int | None) -> None:
+    def load_outputs(epoch: int | None) -> None:
         for k, teacher in enumerate(teachers):
             if live[k] or not needs_teacher:
                 continue
             settings = {"augment": aug.model_dump() if moved else None, "epoch": epoch, "seed": seed if moved else None,
                         "standardize": cfg.standardize}
-            outputs[k], info = load_or_build(teacher, {n: v.numpy() for n, v in x_all.items()}, cfg.cache, cache_dir,
-                                             task=task, temperature=cfg.temperature,
-                                             settings=settings, seed=seed, transform=transform,
-                                             write=dd.is_main_process())
+            outputs[k], info = load_or_build(teacher, train, cfg.cache, cache_dir, task=task,
+                                             temperature=cfg.temperature, settings=settings, seed=seed,
+                                             transform=transform, input_transform=ShiftInputs(aug, n_train, seed)
+                                             if moved else None, epoch=epoch, workers=workers)
             cache_events.append({"teacher": k, "epoch": epoch, **info})
 
     if not moved:
-        load_outputs(x_train, None)
+        load_outputs(None)
 
     def on_step(epoch: int, step: int, total: int) -> None:
         temp.at_step(step, total)
         if aug.active and epoch_state["epoch"] != epoch:
             epoch_state["epoch"] = epoch
-            epoch_state["shifts"] = epoch_shifts(aug, n_train, seed, epoch)
             if not all(live) and moved:
-                load_outputs(augment(x_train, epoch_state["shifts"]), epoch)
+                load_outputs(epoch)
 
     def teacher_targets(k: int, x: dict[str, torch.Tensor], idx: torch.Tensor) -> Targets:
         if outputs[k] is not None and not live[k]:
@@ -177,11 +177,7 @@ def train_student(
         return sum(w / total_w * tg.probs(t) for w, tg in zip(weights, targets, strict=True))
 
     def compute_loss(model: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        x_teacher = x
-        if aug.active:
-            x = augment(x, epoch_state["shifts"][idx])
-            if moved:
-                x_teacher = x
+        x, x_teacher = split_views(x)  # both already augmented as the recipe asks, in the loader
         s = task.primary(task.forward(model, x))
         t = temp.value
         loss = s.new_zeros(())
@@ -215,7 +211,7 @@ def train_student(
         result = fit(student, train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
                      task=task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
                      resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step,
-                     state={"temperature": temp})
+                     state={"temperature": temp}, transform=shift, workers=workers)
     finally:
         for rec in (s_rec, t_rec):
             if rec is not None:

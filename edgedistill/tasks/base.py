@@ -18,7 +18,7 @@ for the recipe's `task:` section (extra keys forbidden, like every recipe sectio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -173,6 +173,17 @@ class Task:
         """Named inputs of `rows` (a slice or an index array) of a split, as the model/file expects them."""
         return {n: np.ascontiguousarray(split.inputs[n][rows]) for n in self.input_names}
 
+    def feeds(self, split: Split, batch_size: int = 256) -> Iterator[Batch]:
+        """`feed` over the whole split in order; a streamed split is decoded by the loader's worker processes."""
+        if not getattr(split, "streamed", False):
+            for i in range(0, len(split), batch_size):
+                yield self.feed(split, slice(i, i + batch_size))
+            return
+        from ..data.loader import batches, in_order
+
+        for got in batches(split, in_order(len(split), batch_size)):
+            yield {n: got["inputs"][n].numpy() for n in self.input_names}
+
     # ---- loss and metric
     def label_loss(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -190,8 +201,8 @@ class Task:
     def score(self, predict: Predict, split: Split, batch_size: int = 256) -> float:
         """Run `predict` over `split` in batches and compute the metric from the named outputs."""
         outs: dict[str, list[np.ndarray]] = {}
-        for i in range(0, len(split), batch_size):
-            got = predict(self.trim(self.feed(split, slice(i, i + batch_size))))
+        for batch in self.feeds(split, batch_size):
+            got = predict(self.trim(batch))
             for k, v in got.items():
                 outs.setdefault(k, []).append(v)
         joined = {k: np.concatenate(v) for k, v in outs.items()}

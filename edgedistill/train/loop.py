@@ -29,11 +29,12 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Split
+from ..data.loader import Transform
 from ..errors import UserError
 from ..evaluate import torch_predictor
 from ..finite import describe, model_nonfinite
 from ..io import atomic_path
-from ..progress import track
+from ..progress import log_line, track
 from ..tasks import Task
 
 # compute_loss(model, inputs, targets, idx): `inputs` are the batch's named input tensors
@@ -59,6 +60,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_epoch: int | None = None
     world_size: int = 1
+    best_step: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -102,6 +104,8 @@ def fit(
     extra_params: list[nn.Parameter] | None = None,
     on_step: StepHook | None = None,
     state: dict[str, Stateful] | None = None,
+    transform: Transform | None = None,
+    workers: int | None = None,
 ) -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
 
@@ -110,14 +114,21 @@ def fit(
     `extra_params` are trained with the model but are not part of it (e.g. feature adapters); the model's frozen
     parameters (requires_grad=False) stay out of the optimizer. Each batch is trimmed by `task.trim` (text:
     to its longest row) before the forward pass.
-    `state` holds the caller's stateful schedules; they are saved with each epoch checkpoint and restored on resume.
+    `state` holds the caller's stateful schedules; they are saved with each checkpoint and restored on resume.
+    Batches are read through a `DataLoader` (`workers` processes; None: one per available CPU for streamed
+    data, none for in-memory data); `transform(inputs, idx, epoch)` runs there (the recipe's augmentation).
+    `cfg.max_steps` counts optimizer steps instead of epochs; `cfg.eval_every` / `cfg.checkpoint_every`
+    validate / checkpoint every N steps, and `--resume` continues at the checkpointed step of its epoch.
     Under torchrun, `compute_loss` receives the DistributedDataParallel wrapper: call it, do not unwrap it.
     """
+    from ..data.loader import Batch, batches
     from . import distributed as dd
+    from .precision import autocast_for
 
     seed_everything(seed)
     dd.setup()
     world, rank = dd.world_size(), dd.rank()
+    amp = autocast_for(cfg.precision, label)
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
@@ -127,14 +138,16 @@ def fit(
         raise UserError(f"nothing to train in {label}: every parameter of the model is frozen", where=label,
                         fix="leave some parameters trainable (requires_grad=True) in the model's builder")
     optimizer = make_optimizer(params, cfg)
-    x, y = {k: torch.from_numpy(v) for k, v in train.inputs.items()}, torch.from_numpy(train.targets)
-    idx = torch.arange(len(train))
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    best_metric, best_epoch, best_state = task.metric.worst, -1, None
+    n = len(train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    best_metric, best_epoch, best_step, best_state = task.metric.worst, -1, 0, None
     history: list[dict[str, Any]] = []
-    start_epoch, resumed_from, stale = 0, None, 0
-    last_saved: int | None = None  # 1-based epoch of the last (finite) per-epoch checkpoint on disk
+    start_step, resumed_from, stale = 0, None, 0
+    running, count = 0.0, 0
+    last_saved: int | None = None  # 1-based epoch of the last (finite) checkpoint on disk
 
     if resume and checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -146,17 +159,23 @@ def fit(
         for p, v in zip(extra_params or [], saved.get("extra", []), strict=False):
             p.data.copy_(v)
         best_state, best_metric, best_epoch = saved["best_model"], saved["best_metric"], saved["best_epoch"]
+        best_step = saved.get("best_step", best_epoch * steps_per_epoch)
         history = saved["history"]
-        start_epoch = resumed_from = last_saved = saved["epoch"] + 1
-        stale = saved.get("stale", start_epoch - best_epoch)
+        # the next step to run: a mid-epoch checkpoint records it; an older per-epoch one implies it
+        start_step = int(saved.get("step", (saved["epoch"] + 1) * steps_per_epoch))
+        running, count = saved.get("running", (0.0, 0))
+        resumed_from = start_step // steps_per_epoch
+        last_saved = saved["epoch"] + 1
+        stale = saved.get("stale", resumed_from - best_epoch)
         torch.set_rng_state(saved["rng"])
 
     generator = torch.Generator().manual_seed(seed)
+    start_epoch = start_step // steps_per_epoch
     for _ in range(start_epoch):  # keep the shuffling sequence identical to an uninterrupted run
-        torch.randperm(len(train), generator=generator)
-    if cfg.patience and stale >= cfg.patience:
-        start_epoch = cfg.epochs  # it had already stopped early: an uninterrupted run trains no further
-    epochs = range(start_epoch, cfg.epochs)
+        torch.randperm(n, generator=generator)
+    if (cfg.patience and stale >= cfg.patience) or start_step >= total:
+        start_epoch = n_epochs  # it had already stopped (early, or at its last step): it trains no further
+    epochs = range(start_epoch, n_epochs)
 
     def diverged(what: str, epoch: int, step: int) -> UserError:
         if checkpoint is not None and last_saved is not None and checkpoint.exists():
@@ -166,63 +185,127 @@ def fit(
         return UserError(f"{what} in {label} at epoch {epoch + 1}, step {step + 1}{kept}", where=label,
                          fix="lower train.lr, keep train.grad_clip set, or check the data for extreme values")
 
-    for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
-        model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(len(train), generator=generator)
-        running, count = 0.0, 0
+    def plan(epoch: int, order: torch.Tensor) -> list[Batch]:
+        """This rank's share of each global batch of the epoch, from the resume point to the step limit."""
+        out = []
         for step in range(steps_per_epoch):
-            batch = order[step * batch_size : (step + 1) * batch_size]
-            if len(batch) < 2 * world and step > 0:
+            g = epoch * steps_per_epoch + step
+            if g < start_step or g >= total:
+                continue
+            rows = order[step * batch_size : (step + 1) * batch_size]
+            if len(rows) < 2 * world and step > 0:
                 continue  # a batch of one breaks BatchNorm
-            batch = batch[rank::world]  # this rank's share of the global batch
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, global_step, total, warmup)
-            if on_step is not None:
-                on_step(epoch, global_step, total)
-            inputs = task.trim({k: v[batch] for k, v in x.items()})  # padding every row shares costs time, not results
-            loss = compute_loss(net, inputs, y[batch], idx[batch])
-            if not _finite_everywhere(loss, world):
-                raise diverged(f"loss became {loss.item()}", epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                _average_grads(extra_params or [], world)  # DDP syncs the model's gradients, not the adapters'
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            bad = model_nonfinite(model, extra_params or [], trainable_only=True)
-            if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
-                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, step)
-            running += loss.item() * len(batch)
-            count += len(batch)
+            out.append(Batch(rows[rank::world].numpy(), epoch, g))
+        return out
+
+    def save(epoch: int, next_step: int) -> None:
+        nonlocal last_saved
+        if checkpoint is None or rank != 0:
+            return
+        bad = model_nonfinite(model, extra_params or [])
+        if bad:  # never write (and later name) a checkpoint that is not finite
+            raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, next_step - 1)
+        _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch,
+              stale, {k: v.state_dict() for k, v in (state or {}).items()},
+              {"step": next_step, "running": [running, count], "best_step": best_step})
+        last_saved = epoch + 1
+
+    def validate(epoch: int, next_step: int, seconds: float, meter: Throughput) -> bool:
+        """Score, keep the best weights, record history; True when early stopping says stop."""
+        nonlocal best_metric, best_epoch, best_step, best_state, stale, running, count
         dd.broadcast_module_state(model)
         if len(val):
             metric = task.score(torch_predictor(model, task), val)
         else:  # no validation data: the training loss, signed so that "better" means what the metric means
             metric = (-1.0 if task.metric.higher_is_better else 1.0) * running / max(count, 1)
         metric = dd.broadcast_float(metric)
-        history.append({"epoch": epoch + 1, "train_loss": running / max(count, 1), "val_metric": metric,
-                        "seconds": round(time.perf_counter() - epoch_start, 4)})
-        improved = task.metric.better(metric, best_metric)
-        if improved or best_state is None:
-            best_metric, best_epoch, best_state = metric, epoch + 1, copy.deepcopy(model.state_dict())
+        history.append({"epoch": epoch + 1, "step": next_step, "train_loss": running / max(count, 1),
+                        "val_metric": metric, "seconds": round(seconds, 4), **meter.summary()})
+        running, count = 0.0, 0
+        if task.metric.better(metric, best_metric) or best_state is None:
+            best_metric, best_epoch, best_step, best_state = metric, epoch + 1, next_step, copy.deepcopy(model.state_dict())
             stale = 0
         else:
             stale += 1
-        if checkpoint is not None and rank == 0:
-            bad = model_nonfinite(model, extra_params or [])
-            if bad:  # never write (and later name) a checkpoint that is not finite
-                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, steps_per_epoch - 1)
-            _save(checkpoint, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch,
-                  stale, {k: v.state_dict() for k, v in (state or {}).items()})
-            last_saved = epoch + 1
-        if cfg.patience and stale >= cfg.patience:
+        save(epoch, next_step)
+        return bool(cfg.patience and stale >= cfg.patience)
+
+    stop = False
+    for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
+        model.train()
+        epoch_start = time.perf_counter()
+        order = torch.randperm(n, generator=generator)
+        meter = Throughput()
+        g = epoch * steps_per_epoch
+        for got in meter.timed(batches(train, plan(epoch, order), workers=workers, transform=transform, seed=seed)):
+            g = got["step"]
+            batch = got["idx"]
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, g, total, warmup)
+            if on_step is not None:
+                on_step(epoch, g, total)
+            inputs = task.trim(got["inputs"])  # padding every row shares costs time, not results
+            with amp.autocast():
+                loss = compute_loss(net, inputs, got["targets"], batch)
+            loss = loss.float()
+            if not _finite_everywhere(loss, world):
+                raise diverged(f"loss became {loss.item()}", epoch, g - epoch * steps_per_epoch)
+            optimizer.zero_grad(set_to_none=True)
+            amp.backward(loss)
+            if world > 1:
+                _average_grads(extra_params or [], world)  # DDP syncs the model's gradients, not the adapters'
+            amp.unscale(optimizer)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            amp.step(optimizer)
+            bad = model_nonfinite(model, extra_params or [], trainable_only=True)
+            if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
+                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, g - epoch * steps_per_epoch)
+            running += loss.item() * len(batch)
+            count += len(batch)
+            meter.samples += len(batch) * world
+            last = g + 1 == total or g + 1 == (epoch + 1) * steps_per_epoch
+            if cfg.eval_every and ((g + 1) % cfg.eval_every == 0 or g + 1 == total):
+                stop = validate(epoch, g + 1, time.perf_counter() - epoch_start, meter)
+                model.train()
+            elif cfg.checkpoint_every and (g + 1) % cfg.checkpoint_every == 0 and not last:
+                save(epoch, g + 1)
+            if stop or g + 1 >= total:
+                break
+        if not cfg.eval_every and not stop:
+            stop = validate(epoch, min(total, (epoch + 1) * steps_per_epoch), time.perf_counter() - epoch_start, meter)
+        log_line(f"{label}: epoch {epoch + 1}/{n_epochs}: {meter.describe()}")
+        if stop or g + 1 >= total:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world)
+    return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world, best_step)
+
+
+class Throughput:
+    """Samples per second and the share of the loop's time spent waiting for the next batch (data loading)."""
+
+    def __init__(self) -> None:
+        self.samples, self.wait, self.start = 0, 0.0, time.perf_counter()
+
+    def timed(self, items):
+        it = iter(items)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - t0
+            yield item
+
+    def summary(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"samples_per_s": round(self.samples / elapsed, 1), "data_wait": round(self.wait / elapsed, 3)}
+
+    def describe(self) -> str:
+        s = self.summary()
+        return f"{s['samples_per_s']:.0f} samples/s, waiting for data {s['data_wait']:.0%} of the time"
 
 
 def _finite_everywhere(loss: torch.Tensor, world: int) -> bool:
@@ -246,7 +329,7 @@ def _average_grads(params: list[nn.Parameter], world: int) -> None:
 
 
 def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, best_epoch, history, epoch, stale,
-          extra_state) -> None:
+          extra_state, position: dict[str, Any]) -> None:
     """A checkpoint of plain tensors and numbers, so it loads with weights_only=True."""
     with atomic_path(path) as tmp:
         torch.save(
@@ -262,6 +345,7 @@ def _save(path: Path, model, optimizer, extra_params, best_state, best_metric, b
                 "stale": stale,
                 "state": extra_state,
                 "rng": torch.get_rng_state(),
+                **position,  # the next global step, the epoch's running loss so far, the best step
             },
             tmp,
         )
