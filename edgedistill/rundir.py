@@ -20,7 +20,7 @@ from .errors import UserError
 
 LOCK = ".edgedistill.lock"
 REPORTS = ("report.json", "report.html")
-RUN_DIRS = ("stages", "bundle", "compare")
+RUN_DIRS = ("stages", "bundle", "compare", "cache")  # --overwrite starts over: nothing of the old run is reused
 RUN_FILES = ("recipe.yaml", "recipe.resolved.json", *REPORTS)
 MARKER = "recipe.resolved.json"  # written first by every run: the folder is a run folder
 

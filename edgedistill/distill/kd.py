@@ -239,6 +239,8 @@ def train_student(
                   "reason": live_reason or ("feature terms need the teacher's activations" if recorded else None),
                   "hits": sum(e["hit"] for e in cache_events), "misses": sum(not e["hit"] for e in cache_events),
                   "key_count": len({e["key"] for e in cache_events}),
+                  # caches found but refused (a shard not matching its recorded digest, ...) and built again
+                  "rebuilt": [e["rebuilt"] for e in cache_events if "rebuilt" in e],
                   "keys": sorted({e["key"] for e in cache_events})[:4]},  # per-epoch caches have one key per epoch
         "features": [{"loss": ft.loss, "weight": ft.weight, "pairs": [list(p) for p in ft.pairs],
                       "connectors": len(ft.connectors)} for ft in feature_terms],
