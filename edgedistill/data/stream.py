@@ -52,7 +52,7 @@ class LazyColumn:
         out.index = self.index[rows]
         return out
 
-    def __array__(self, dtype=None, copy=None):  # noqa: ANN001 - numpy protocol
+    def __array__(self, dtype=None, copy=None):
         raise TypeError(f"{type(self).__name__} is read on demand; index rows instead of converting it whole")
 
     # -- what a source implements

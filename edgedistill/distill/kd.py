@@ -251,5 +251,6 @@ def train_student(
         # how far training moved the connectors (they train with the student, but are never part of it)
         "connector_update_norm": float(sum((p.detach() - b).norm() ** 2 for p, b in zip(connectors.parameters(), before, strict=True)) ** 0.5),
         "world_size": result.world_size,
+        "train_rows_read": result.rows_read,  # by this process: under torchrun, rank 0's share of the epochs
     }
 

@@ -61,6 +61,7 @@ class FitResult:
     resumed_from_epoch: int | None = None
     world_size: int = 1
     best_step: int = 0
+    rows_read: int = 0  # training samples this process read (under torchrun: its share only)
 
 
 def seed_everything(seed: int) -> None:
@@ -230,7 +231,7 @@ def fit(
         save(epoch, next_step)
         return bool(cfg.patience and stale >= cfg.patience)
 
-    stop = False
+    stop, rows_read = False, 0
     for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
         model.train()
         epoch_start = time.perf_counter()
@@ -263,6 +264,7 @@ def fit(
                 raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, g - epoch * steps_per_epoch)
             running += loss.item() * len(batch)
             count += len(batch)
+            rows_read += len(batch)
             meter.samples += len(batch) * world
             last = g + 1 == total or g + 1 == (epoch + 1) * steps_per_epoch
             if cfg.eval_every and ((g + 1) % cfg.eval_every == 0 or g + 1 == total):
@@ -279,7 +281,7 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world, best_step)
+    return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world, best_step, rows_read)
 
 
 class Throughput:
