@@ -94,3 +94,10 @@ def column_digest(x: Any) -> bytes:
     if is_lazy(x):
         return x.fingerprint().encode()
     return np.ascontiguousarray(x).tobytes()
+
+
+def rows_per_batch(split: Any, cap: int, budget_bytes: int = 16 << 20) -> int:
+    """Rows per inference batch: `cap`, fewer when a batch of inputs would exceed `budget_bytes` (large images:
+    the activations of a batch scale with its input, and a 224×224 batch of 512 needs gigabytes)."""
+    per_row = sum(int(np.prod(v.shape[1:], dtype=np.int64)) * np.dtype(v.dtype).itemsize for v in split.inputs.values())
+    return max(1, min(cap, budget_bytes // max(per_row, 1)))

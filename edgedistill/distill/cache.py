@@ -265,14 +265,17 @@ InputTransform = Callable[[dict[str, "torch.Tensor"], "torch.Tensor", "int | Non
 
 
 def teacher_logits(teacher: nn.Module, split: Split, task: Task, *, epoch: int | None = None,
-                   input_transform: InputTransform | None = None, workers: int | None = None, batch_size: int = 512):
+                   input_transform: InputTransform | None = None, workers: int | None = None,
+                   batch_size: int | None = None):
     """The teacher's primary output (logits) over `split` in sample order, one batch at a time (eval, no grad);
     the split is read through the loader, so a streamed split is decoded (and augmented) in its workers."""
     import torch
 
     from ..data.loader import batches, in_order
+    from ..data.stream import rows_per_batch
 
     teacher.eval()
+    batch_size = batch_size or rows_per_batch(split, 512)
     for got in batches(split, in_order(len(split), batch_size, epoch), workers=workers, transform=input_transform):
         with torch.no_grad():
             logits = task.primary(task.forward(teacher, task.trim(got["inputs"])))

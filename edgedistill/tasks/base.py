@@ -170,8 +170,15 @@ class Task:
         return dict(batch)
 
     def feed(self, split: Split, rows: Any) -> Batch:
-        """Named inputs of `rows` (a slice or an index array) of a split, as the model/file expects them."""
-        return {n: np.ascontiguousarray(split.inputs[n][rows]) for n in self.input_names}
+        """Named inputs of `rows` (a slice or an index array) of a split, as the model/file expects them.
+
+        The whole of a streamed input (`rows` = `slice(None)`) stays a lazy column: callers that want all rows
+        (calibration by index, profiling's first batch) read only the rows they use."""
+        from ..data.stream import is_lazy
+
+        whole = isinstance(rows, slice) and rows == slice(None)
+        return {n: split.inputs[n] if whole and is_lazy(split.inputs[n]) else np.ascontiguousarray(split.inputs[n][rows])
+                for n in self.input_names}
 
     def feeds(self, split: Split, batch_size: int = 256) -> Iterator[Batch]:
         """`feed` over the whole split in order; a streamed split is decoded by the loader's worker processes."""
@@ -198,8 +205,13 @@ class Task:
             return f"the model returns no {missing[0]}", f"return {missing[0]} (a tensor) from the model"
         return None
 
-    def score(self, predict: Predict, split: Split, batch_size: int = 256) -> float:
-        """Run `predict` over `split` in batches and compute the metric from the named outputs."""
+    def score(self, predict: Predict, split: Split, batch_size: int | None = None) -> float:
+        """Run `predict` over `split` in batches and compute the metric from the named outputs.
+
+        The default batch is 256 rows, fewer for large inputs (see `rows_per_batch`), so memory stays bounded."""
+        from ..data.stream import rows_per_batch
+
+        batch_size = batch_size or rows_per_batch(split, 256)
         outs: dict[str, list[np.ndarray]] = {}
         for batch in self.feeds(split, batch_size):
             got = predict(self.trim(batch))
