@@ -146,7 +146,8 @@ def bench_workers(n: int, batches: int) -> dict:
     import torch
 
     from edgedistill.data import DataConfig, load_dataset
-    from edgedistill.data.loader import Batch, batches as read
+    from edgedistill.data.loader import Batch
+    from edgedistill.data.loader import batches as read
     from edgedistill.models import build_model
     from edgedistill.tasks.image_classification import image_task
 
