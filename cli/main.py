@@ -17,7 +17,7 @@ from edgedistill import __version__
 from edgedistill.crash import EXIT_BAD_INPUT, EXIT_INTERNAL, crash_line, environment_error, write_crash_file
 from edgedistill.errors import UserError
 
-COMMAND_MODULES = ("compress", "evaluate", "profile", "hardware", "gate", "bundle")
+COMMAND_MODULES = ("compress", "evaluate", "profile", "hardware", "gate", "bundle", "data")
 
 
 class _Group(click.Group):

@@ -167,3 +167,35 @@ def test_compress_on_a_streamed_image_folder(tmp_path):
     assert deployed["metric_measured_on"] == "onnxruntime" and deployed["metric"] > 0.5
     distill = report["stages"][1]["details"]
     assert distill["cache"]["use"] == "per_epoch" and distill["cache"]["misses"] == 2
+
+
+# ---------------------------------------------------------------- packed data (edgedistill data pack)
+
+
+def test_pack_an_image_folder_reads_the_same_rows_as_the_folder(tmp_path):
+    write_images(tmp_path / "imgs", per_class=6, size=12)
+    r = run_cli("data", "pack", str(tmp_path / "imgs"), str(tmp_path / "pack"))
+    assert r.returncode == 0 and "18 images in 3 classes" in r.stdout, r.stderr
+    cfg = dict(image_size=12, val_fraction=0.2, test_fraction=0.2)
+    packed = load_dataset(DataConfig(name="packed", path=str(tmp_path / "pack"), **cfg))
+    folder = load_dataset(DataConfig(name="image_folder", path=str(tmp_path / "imgs"), **cfg))
+    assert packed.class_labels == folder.class_labels and packed.train.streamed
+    for name in ("train", "val", "test"):
+        a, b = packed.split(name), folder.split(name)
+        assert np.array_equal(a.y, b.y) and np.array_equal(a.x[:], b.x[:])
+    again = run_cli("data", "pack", str(tmp_path / "imgs"), str(tmp_path / "pack"))
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_pack_a_text_file_and_a_bad_pack_is_exit_2(tmp_path):
+    from edgedistill.data.packed import pack
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a first line\nthe second one\n\na first line\nthird\n")
+    meta = pack(corpus, tmp_path / "tp")
+    assert meta["kind"] == "text" and meta["rows"] == 3  # blank lines skipped, duplicates dropped
+    (tmp_path / "notpack").mkdir()
+    r = run_cli("validate", "--help")  # the CLI is importable with the data group registered
+    assert r.returncode == 0
+    with pytest.raises(UserError, match="not a pack"):
+        load_dataset(DataConfig(name="packed", path=str(tmp_path / "notpack")))

@@ -11,6 +11,7 @@ from . import digits as _digits  # noqa: F401  (registers "digits")
 from . import image_folder as _image_folder  # noqa: F401  (registers "image_folder"; Pillow loads lazily)
 from . import mnist as _mnist  # noqa: F401  (registers "mnist")
 from . import npz as _npz  # noqa: F401  (registers "npz")
+from . import packed as _packed  # noqa: F401  (registers "packed"; Hugging Face datasets loads lazily)
 from . import text as _text  # noqa: F401  (registers "sts", "text_corpus", "text_labelled"; tokenizers load lazily)
 from .base import (
     DATASETS,

@@ -17,7 +17,7 @@ from .stream import is_lazy, take_rows
 class DataConfig(Strict):
     """The recipe's `data:` section."""
 
-    name: str = Field(description="dataset loader: digits, image_folder, mnist, npz, sts, text_corpus, text_labelled")
+    name: str = Field(description="dataset loader: digits, image_folder, mnist, npz, packed, sts, text_corpus, text_labelled")
     path: str | None = Field(None, description="file or folder for loaders that read from disk")
     test_path: str | None = Field(None, description="the evaluation split: a file (text loaders: STS pairs or labelled text) or a folder of class folders (image_folder)")
     tokenizer: str | None = Field(None, description="text loaders: tokenizer folder (a model directory works) or a model package name")

@@ -11,6 +11,7 @@ named before anything trains. `test_path` may name a second root with the same c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,8 +51,9 @@ def _images(folder: Path) -> list[Path]:
     return files
 
 
-def _decode(path: Path, mode: str, hw: tuple[int, int]) -> np.ndarray:
-    """One image as (channels, height, width) uint8; a file Pillow cannot decode is a UserError naming it."""
+def _decode(path: Path | BinaryIO, mode: str, hw: tuple[int, int], name: str | None = None) -> np.ndarray:
+    """One image (a file, or its bytes as a file object named `name`) as (channels, height, width) uint8; an
+    image Pillow cannot decode is a UserError naming it."""
     Image, ImageOps = _pil()
     try:
         with Image.open(path) as img:
@@ -59,7 +61,7 @@ def _decode(path: Path, mode: str, hw: tuple[int, int]) -> np.ndarray:
             img = img.convert(mode).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
             a = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UserError(f"cannot decode the image ({type(exc).__name__}: {str(exc)[:200]})", where=str(path),
+        raise UserError(f"cannot decode the image ({type(exc).__name__}: {str(exc)[:200]})", where=name or str(path),
                         fix="the file is truncated, corrupt or not an image: replace or remove it") from exc
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
@@ -114,7 +116,7 @@ def load_image_folder(cfg: DataConfig) -> Dataset:
         raise UserError(f"only one class folder ({classes[0]}); classification needs at least 2",
                         where=f"data.path ({root})", fix="add a sub-folder of images for each class")
     _pil()  # a missing Pillow is reported before any folder is read
-    mode, channels = ("L", 1) if cfg.image_mode == "grayscale" else ("RGB", 3)
+    mode = "L" if cfg.image_mode == "grayscale" else "RGB"
     hw = cfg.image_hw()
     rest = _read(root, classes, mode, hw)
     if cfg.test_path:
@@ -133,8 +135,12 @@ def load_image_folder(cfg: DataConfig) -> Dataset:
     return Dataset(
         name=root.name, task="image_classification", train=train, val=val, test=test,
         num_classes=len(classes), class_labels=classes,
-        preprocessing={"layout": "NCHW", "image_size": list(hw), "channels": channels, "mode": mode,
-                       "scale": 1 / 255.0, "resize": "bilinear to [height, width], aspect ratio not kept",
-                       "note": "EXIF orientation applied, converted to the mode, resized, pixels 0..255 "
-                               "multiplied by scale"},
+        preprocessing=image_preprocessing(hw, mode),
     )
+
+
+def image_preprocessing(hw: tuple[int, int], mode: str) -> dict:
+    """What the bundle tells an app about feeding images the way training read them."""
+    return {"layout": "NCHW", "image_size": list(hw), "channels": 1 if mode == "L" else 3, "mode": mode,
+            "scale": 1 / 255.0, "resize": "bilinear to [height, width], aspect ratio not kept",
+            "note": "EXIF orientation applied, converted to the mode, resized, pixels 0..255 multiplied by scale"}
