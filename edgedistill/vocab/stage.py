@@ -43,7 +43,11 @@ def used_ids(inputs: dict[str, np.ndarray]) -> set[int]:
         if not name.endswith("input_ids"):
             continue
         mask = inputs.get(name.replace("input_ids", "attention_mask"))
-        used.update(np.unique(ids if mask is None else ids[mask.astype(bool)]).tolist())
+        for start in range(0, len(ids), 4096):  # in chunks: a packed corpus is tokenized as its rows are read
+            chunk = np.asarray(ids[start : start + 4096])
+            if mask is not None:
+                chunk = chunk[np.asarray(mask[start : start + 4096]).astype(bool)]
+            used.update(np.unique(chunk).tolist())
     return used
 
 
