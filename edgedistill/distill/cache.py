@@ -267,19 +267,30 @@ InputTransform = Callable[[dict[str, "torch.Tensor"], "torch.Tensor", "int | Non
 def teacher_logits(teacher: nn.Module, split: Split, task: Task, *, epoch: int | None = None,
                    input_transform: InputTransform | None = None, workers: int | None = None,
                    batch_size: int | None = None):
-    """The teacher's primary output (logits) over `split` in sample order, one batch at a time (eval, no grad);
-    the split is read through the loader, so a streamed split is decoded (and augmented) in its workers."""
+    """The teacher's primary output (logits) over `split` in sample order, one batch at a time (eval, no grad).
+
+    The split is read through the loader, so a streamed split is decoded (and augmented) in its workers. Under
+    torchrun each rank reads and runs only its share of every batch (rows rank, rank+world, ...) and the
+    shares are gathered, so every rank gets the whole batch for 1/world of the decoding and teacher cost."""
     import torch
 
-    from ..data.loader import batches, in_order
+    from ..data.loader import Batch, batches, in_order
     from ..data.stream import rows_per_batch
+    from ..train import distributed as dd
 
     teacher.eval()
+    world, rank = dd.world_size(), dd.rank()
     batch_size = batch_size or rows_per_batch(split, 512)
-    for got in batches(split, in_order(len(split), batch_size, epoch), workers=workers, transform=input_transform):
-        with torch.no_grad():
-            logits = task.primary(task.forward(teacher, task.trim(got["inputs"])))
-        yield logits
+    plan = [Batch(b.rows[rank::world], b.epoch, b.step) for b in in_order(len(split), batch_size, epoch)]
+    totals = [len(b.rows) for b in in_order(len(split), batch_size, epoch)]
+    got_iter = batches(split, [b for b in plan if len(b.rows)], workers=workers, transform=input_transform)
+    for step, share in enumerate(plan):
+        local = None
+        if len(share.rows):
+            got = next(got_iter)
+            with torch.no_grad():
+                local = task.primary(task.forward(teacher, task.trim(got["inputs"]))).float()
+        yield local if world == 1 else dd.gather_interleaved(local, totals[step])
 
 
 def load_or_build(teacher: nn.Module, split: Split, cfg: CacheConfig, folder: Path, *, task: Task,
@@ -295,12 +306,19 @@ def load_or_build(teacher: nn.Module, split: Split, cfg: CacheConfig, folder: Pa
     full = {**settings, "mode": cfg.mode, "k": cfg.k if cfg.mode == "topk" else None,
             "samples": cfg.samples if cfg.mode == "sampled" else None,
             "temperature": temperature if cfg.mode == "sampled" else None, "seed": seed if cfg.mode == "sampled" else None}
+    from ..train import distributed as dd
+
     key = cache_key(teacher, split.inputs, full)
     path = folder / f"teacher-{key}"
     out, refused = open_verified(path, key)
-    if out is not None:
+    # under torchrun the teacher pass is shared by all ranks: when any rank lacks the cache, all take part
+    if not dd.any_rank(out is None):
         return out, {"key": key, "hit": True, "file": str(path)}
     logits = teacher_logits(teacher, split, task, epoch=epoch, input_transform=input_transform, workers=workers)
+    if out is not None:  # this rank has it; another rank did not: do its share of the pass, keep its own copy
+        for _ in logits:
+            pass
+        return out, {"key": key, "hit": True, "file": str(path)}
     if transform is not None:
         logits = (transform(t) for t in logits)
     out = build(path, key, logits, cfg, rows=len(split), temperature=temperature, seed=seed, settings=full)

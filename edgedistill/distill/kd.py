@@ -139,7 +139,7 @@ def train_student(
     epoch_state: dict[str, Any] = {"epoch": None}
     # augmentation runs in the loader's workers; a live teacher that labels the original view gets it kept
     shift = ShiftInputs(aug, n_train, seed, keep_original=not moved and any(live)) if aug.active else None
-    if not dd.is_main_process():  # other ranks build their cache in their own scratch run folder, never rank 0's
+    if not dd.is_main_process():  # other ranks keep their copy in their own scratch run folder, never rank 0's
         cache_dir = ctx.run_dir / "cache"
 
     def load_outputs(epoch: int | None) -> None:

@@ -68,3 +68,41 @@ def broadcast_float(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one (so all ranks take the same branch of a collective)."""
+    if not setup():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_interleaved(local, total: int):
+    """The rows of a batch of `total` rows that the ranks computed interleaved (rank r holds rows r, r+world, ...),
+    put back in order on every rank. `local` is this rank's (k, ...) tensor; a rank with no rows passes None."""
+    import torch
+
+    if not setup():
+        return local
+    import torch.distributed as dist
+
+    world = world_size()
+    width = torch.tensor([local.shape[1] if local is not None and len(local) else 0])
+    dist.all_reduce(width, op=dist.ReduceOp.MAX)
+    dtype = local.dtype if local is not None else torch.float32
+    per = -(-total // world)
+    padded = torch.zeros(per, int(width), dtype=dtype)
+    if local is not None and len(local):
+        padded[: len(local)] = local
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = torch.empty(total, int(width), dtype=dtype)
+    for r, part in enumerate(parts):
+        count = len(range(r, total, world))
+        out[r::world] = part[:count]
+    return out
