@@ -141,8 +141,8 @@ def bench_load(sizes: list[int], code: Path | None) -> dict:
             "rows": rows}
 
 
-def bench_workers(n: int, batches: int) -> dict:
-    """Decode + train throughput of the loader alone with 0/1/2 workers, and the share of time spent waiting."""
+def bench_workers(n: int, batches: int, train: bool = True) -> dict:
+    """Decode (+ train) throughput with 0/1/2 workers, and the share of the loop's time spent waiting for data."""
     import torch
 
     from edgedistill.data import DataConfig, load_dataset
@@ -170,6 +170,8 @@ def bench_workers(n: int, batches: int) -> dict:
             except StopIteration:
                 break
             wait += time.perf_counter() - t
+            if not train:
+                continue
             loss = task.label_loss(task.forward(model, got["inputs"]), got["targets"])
             opt.zero_grad()
             loss.backward()
@@ -182,7 +184,8 @@ def bench_workers(n: int, batches: int) -> dict:
     for w in (0, 1, 2):
         mine = [r for r in rows if r["workers"] == w]
         med[w] = {k: float(np.median([r[k] for r in mine])) for k in ("images_per_s", "data_wait_share")}
-    return {"what": "loader: decode 224x224 JPEGs + train a tiny CNN step, batch 32", "images": n,
+    what = "decode 224x224 JPEGs + train a tiny CNN step" if train else "decode 224x224 JPEGs only (no training)"
+    return {"what": f"loader: {what}, batch 32", "images": n,
             "batches": batches, "cpus": os.cpu_count(), "rounds": rows, "median": med}
 
 
@@ -215,14 +218,22 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=20, help="max_steps of each training")
     ap.add_argument("--batches", type=int, default=30, help="workers: batches per measurement")
+    ap.add_argument("--decode-only", action="store_true", help="workers: read batches without training on them")
     ap.add_argument("--code", type=Path, help="load: import edgedistill from this folder (e.g. an export of main)")
     a = ap.parse_args()
     if a.what == "rss":
         result, name = bench_rss(a.sizes, a.steps), "stream_rss"
+        earlier = HERE / "results" / "stream_rss.json"
+        if earlier.exists():  # sizes measured before (same settings) stay in the table
+            old = json.loads(earlier.read_text())
+            if old.get("max_steps") == a.steps:
+                kept = [r for r in old["rows"] if r["images"] not in a.sizes]
+                result["rows"] = sorted(kept + result["rows"], key=lambda r: r["images"])
     elif a.what == "load":
         result, name = bench_load(a.sizes, a.code), "stream_load" + ("_other" if a.code else "")
     elif a.what == "workers":
-        result, name = bench_workers(a.images, a.batches), "stream_workers"
+        result = bench_workers(a.images, a.batches, train=not a.decode_only)
+        name = "stream_workers" + ("_decode" if a.decode_only else "")
     else:
         result, name = bench_ddp(a.images, a.steps), "stream_ddp"
     path = HERE / "results" / f"{name}.json"
