@@ -78,10 +78,10 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
 STREAMED = """\
 name: ddp_stream
 seed: 0
-data: {{name: image_folder, path: {train}, test_path: {test}, image_size: 16, batch_size: 16, workers: 1}}
+data: {{name: image_folder, path: {train}, test_path: {test}, image_size: 16, batch_size: 8, workers: 1}}
 teacher:
   model: {{name: cnn, channels: [8, 16], hidden: 16}}
-  train: {{epochs: 4, lr: 0.01}}
+  train: {{epochs: 6, lr: 0.01}}
 stages:
   - kind: distill
     student: {{name: cnn, channels: [4, 8]}}
@@ -120,6 +120,7 @@ def test_two_nodes_on_loopback_match_a_single_process_each_reading_its_share(tmp
     assert step_two["world_size"] == 2 and step_one["world_size"] == 1
     # rank 0 read half of each epoch's rows (its share of every global batch), the single process all of them
     assert abs(step_two["train_rows_read"] - step_one["train_rows_read"] / 2) <= 4
+    assert one_r["stages"][0]["metric_after"] > 0.6  # the teacher learned: agreeing at chance would prove nothing
     # the same global batches; BatchNorm sees half batches per rank, so the metrics agree within noise
     for i in (0, 1):
         assert abs(two_r["stages"][i]["metric_after"] - one_r["stages"][i]["metric_after"]) <= 0.1
