@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import run_cli
-from .test_streaming import write_images
+from .test_streaming import streamed_recipe
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # the torchrun of this interpreter's torch
 
@@ -75,23 +75,6 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     shutil.rmtree(tmp_path / "one")
 
 
-STREAMED = """\
-name: ddp_stream
-seed: 0
-data: {{name: image_folder, path: {train}, test_path: {test}, image_size: 16, batch_size: 8, workers: 1}}
-teacher:
-  model: {{name: cnn, channels: [8, 16], hidden: 16}}
-  train: {{epochs: 6, lr: 0.01}}
-stages:
-  - kind: distill
-    student: {{name: cnn, channels: [4, 8]}}
-    train: {{epochs: 4, lr: 0.01}}
-  - kind: export
-targets: [x86_vnni]
-profile: {{runs: 3, warmup: 1}}
-"""
-
-
 @pytest.mark.slow
 def test_two_nodes_on_loopback_match_a_single_process_each_reading_its_share(tmp_path):
     """Two separate torchrun launches (--nnodes 2, one process each) meet at a c10d rendezvous on 127.0.0.1;
@@ -99,10 +82,7 @@ def test_two_nodes_on_loopback_match_a_single_process_each_reading_its_share(tmp
     exe = Path(sys.executable).with_name("edgedistill")
     if not exe.exists():
         pytest.skip("the edgedistill console script is not installed next to this python")
-    write_images(tmp_path / "train", per_class=24)
-    write_images(tmp_path / "test", per_class=6)
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(STREAMED.format(train=tmp_path / "train", test=tmp_path / "test"))
+    recipe = streamed_recipe(tmp_path)
     port = _free_port()
     env = {**os.environ, "EDGEDISTILL_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     launch = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",

@@ -136,31 +136,37 @@ def test_unsupported_precision_is_exit_2_naming_the_field(tmp_path):
     assert r.returncode == 2 and "train.precision" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
-@pytest.mark.slow
-def test_compress_on_a_streamed_image_folder(tmp_path):
+STREAMED = """\
+name: streamed
+seed: 0
+data: {{name: image_folder, path: {train}, test_path: {test}, image_size: 16, batch_size: 8, workers: 1}}
+teacher:
+  model: {{name: cnn, channels: [8, 16], hidden: 16}}
+  train: {{epochs: 6, lr: 0.01}}
+stages:
+  - kind: distill
+    student: {{name: cnn, channels: [4, 8]}}{augment}
+    train: {{epochs: {student_epochs}, lr: 0.01}}
+{quantize}  - kind: export
+targets: [x86_vnni]
+profile: {{runs: 3, warmup: 1}}
+"""
+
+
+def streamed_recipe(tmp_path, augment: str = "", student_epochs: int = 4, quantize: str = "") -> Path:
+    """Generated train/test image folders under `tmp_path` and a small recipe streaming them (learns in a few epochs)."""
     write_images(tmp_path / "train", per_class=24)
     write_images(tmp_path / "test", per_class=6)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        name: streamed
-        seed: 0
-        data: {{name: image_folder, path: {tmp_path / 'train'}, test_path: {tmp_path / 'test'}, image_size: 16,
-                batch_size: 8, workers: 1}}
-        teacher:
-          model: {{name: cnn, channels: [8, 16], hidden: 16}}
-          train: {{epochs: 6, lr: 0.01}}
-        stages:
-          - kind: distill
-            student: {{name: cnn, channels: [4, 8]}}
-            augment: {{shift: 1}}
-            train: {{epochs: 3, lr: 0.01}}
-          - kind: quantize
-            method: static
-            calibration: {{samples: 16}}
-          - kind: export
-        targets: [x86_vnni]
-        profile: {{runs: 3, warmup: 1}}
-        """))
+    recipe.write_text(STREAMED.format(train=tmp_path / "train", test=tmp_path / "test", augment=augment,
+                                      student_epochs=student_epochs, quantize=quantize))
+    return recipe
+
+
+@pytest.mark.slow
+def test_compress_on_a_streamed_image_folder(tmp_path):
+    recipe = streamed_recipe(tmp_path, augment="\n    augment: {shift: 1}", student_epochs=3,
+                             quantize="  - kind: quantize\n    method: static\n    calibration: {samples: 16}\n")
     r = run_cli("compress", "--recipe", str(recipe), "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
