@@ -122,6 +122,9 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point. `--debug` is accepted anywhere on the command line."""
+    from edgedistill import quiet
+
+    quiet.install()
     args = sys.argv[1:]
     if "--debug" in args:
         args = [a for a in args if a != "--debug"]
