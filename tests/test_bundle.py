@@ -162,7 +162,7 @@ def test_verify_reports_a_malformed_manifest_instead_of_crashing(bundle):
         (bundle / "manifest.json").write_text(json.dumps(broken))
         ok, problems = verify_bundle(bundle)
         assert not ok and any("integrity" in p for p in problems)
-        assert any("malformed" in p or "does not match" in p for p in problems), problems
+        assert any("malformed" in p or "does not match" in p or "differ" in p for p in problems), problems
 
 
 def test_python_snippet_runs_against_the_bundle(bundle):
@@ -219,3 +219,67 @@ def test_engine_targets_without_tensorrt_get_no_engine_and_say_why(tmp_path):
     entries = {t["name"]: t for t in json.loads((out / "manifest.json").read_text())["targets"]}
     assert entries["nvidia_trt_int8"]["engine"] is None and "TensorRT" in entries["nvidia_trt_int8"]["engine_note"]
     assert "engine" not in entries["x86_vnni"]
+
+
+def test_verify_ignores_bytecode_caches_and_nothing_else(bundle):
+    """Importing usage/predict.py writes usage/__pycache__/: that is not damage; anything else there is."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run([sys.executable, "-c", "import predict"], cwd=bundle / "usage", capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert list((bundle / "usage" / "__pycache__").glob("*.pyc"))
+    assert verify_bundle(bundle) == (True, [])
+    (bundle / "usage" / "__pycache__" / "notes.txt").write_text("not bytecode")
+    ok, problems = verify_bundle(bundle)
+    assert not ok and problems == ["usage/__pycache__/notes.txt: unexpected file (not in the manifest; added after "
+                                   "the bundle was written)"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "empty_dir", "manifest_link"])
+def test_verify_calls_special_files_and_links_damage(bundle, kind):
+    import os
+    import socket
+
+    if kind == "fifo":
+        os.mkfifo(bundle / "usage" / "pipe")  # reading it would block forever: it must never be opened
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(bundle / "sock"))
+        s.close()
+    elif kind == "empty_dir":
+        (bundle / "empty").mkdir()
+    else:  # a manifest that is a link to a (valid) manifest outside the bundle
+        outside = bundle.parent / "elsewhere.json"
+        (bundle / "manifest.json").rename(outside)
+        (bundle / "manifest.json").symlink_to(outside)
+    ok, problems = verify_bundle(bundle)
+    assert not ok, problems
+    assert len(problems) == 1 and ("manifest.json" in problems[0] if kind == "manifest_link" else
+                                   problems[0].split(":")[0] in ("usage/pipe", "sock", "empty")), problems
+
+
+@pytest.mark.parametrize("dtype", ["V99999999999", "float64", "<U100000000"])
+def test_verify_calls_an_absurd_or_wrong_dtype_damage(bundle, dtype):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["inputs"][0]["dtype"] = dtype
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    ok, problems = verify_bundle(bundle)
+    assert not ok and any("dtype" in p for p in problems), problems
+
+
+def test_verify_calls_an_absurd_model_shape_damage(tmp_path):
+    """A (re-checksummed) model whose input has 10^12 elements is reported, never allocated."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["input"], ["logits"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 10**6, 10**6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10**6, 10**6])])
+    src = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    meta = {"task": "classification", "input_shape": [10**6, 10**6], "num_classes": 10, "class_labels": [],
+            "preprocessing": {}}
+    b = write_bundle(tmp_path / "run", src, dataset_meta=meta, report=_report(), targets=[load_target("x86_vnni")])
+    ok, problems = verify_bundle(b)
+    assert not ok and any("too large" in p for p in problems), problems

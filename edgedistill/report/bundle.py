@@ -9,7 +9,6 @@ receiving side's check: checksums, then load and run once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,8 +22,10 @@ from typing import Any
 from ..export.onnx import copy_onnx
 from ..io import atomic_path, sha256_file, write_json, write_text
 from ..target import Target
+from .verify import MANIFEST, integrity, verify_bundle
 
-MANIFEST = "manifest.json"
+__all__ = ["verify_bundle", "write_bundle"]
+
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "throughput_per_s", "peak_rss_mb",
                 "batch", "threads", "runs", "cpu", "remote")
 
@@ -307,12 +308,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _integrity(manifest: Mapping[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON without this field, so edits to the manifest are caught too."""
-    body = {k: v for k, v in manifest.items() if k != "integrity"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def write_engines(bdir: Path, targets: Sequence[Target]) -> dict[str, Path | None]:
     """A TensorRT engine per target that asks for one, built only where TensorRT and a GPU exist.
 
@@ -404,7 +399,7 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     card = model_card(manifest, report)
     card_path = write_text(bdir / "MODEL_CARD.md", card)
     manifest["files"]["MODEL_CARD.md"] = {"sha256": sha256_file(card_path), "bytes": card_path.stat().st_size}
-    manifest["integrity"] = _integrity(manifest)
+    manifest["integrity"] = integrity(manifest)
     write_json(bdir / MANIFEST, manifest)
     return bdir
 
@@ -422,78 +417,3 @@ def shipped_session_options(model: str | Path) -> dict[str, Any]:
         return {}
     options = entry.get("session_options")
     return dict(options) if isinstance(options, dict) else {}
-
-
-# ----------------------------------------------------------------------------------------------- verify
-def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
-    """Checksums of every listed file, no file that is not listed, the manifest's own integrity, then load and
-    run the model once. An extra file is damage too: an app team ships the whole folder."""
-    bdir = Path(path)
-    problems: list[str] = []
-    try:
-        manifest = json.loads((bdir / MANIFEST).read_text())
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return False, [f"{MANIFEST}: unreadable ({exc})"]
-    if manifest.get("integrity") != _integrity(manifest):
-        problems.append(f"{MANIFEST}: contents changed after it was written (integrity hash mismatch)")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return False, [*problems, f"{MANIFEST}: no files listed"]
-    root = bdir.resolve()
-    for rel, info in files.items():
-        f = bdir / rel
-        if not f.resolve().is_relative_to(root):  # a manifest must not point checks at files outside the bundle
-            problems.append(f"{rel}: points outside the bundle")
-            continue
-        if not f.is_file():
-            problems.append(f"{rel}: missing")
-            continue
-        digest, expected = sha256_file(f), info.get("sha256") if isinstance(info, dict) else None
-        if digest != expected:
-            problems.append(f"{rel}: sha256 {digest[:16]}… does not match the manifest's {str(expected)[:16]}…")
-    listed = {MANIFEST, *files}
-    extra = sorted(p.relative_to(bdir).as_posix() for p in bdir.rglob("*")
-                   if (p.is_file() or p.is_symlink()) and p.relative_to(bdir).as_posix() not in listed)
-    problems += [f"{rel}: unexpected file (not in the manifest; added after the bundle was written)" for rel in extra]
-    for model_file in ("model.onnx", "model.ort"):
-        if model_file in files and (bdir / model_file).is_file():
-            problems += _run_once(bdir / model_file, manifest)
-    if "model.onnx" not in files:
-        problems.append(f"{MANIFEST}: model.onnx is not listed")
-    return not problems, problems
-
-
-def _run_once(model: Path, manifest: Mapping[str, Any]) -> list[str]:
-    import numpy as np
-    import onnxruntime as ort
-
-    try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 4
-        sess = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # any load failure means a damaged or incompatible file
-        return [f"{model.name}: does not load in onnxruntime ({str(exc).splitlines()[0][:200]})"]
-    try:  # a damaged manifest is a finding like any other, never a traceback
-        want_in = [v["name"] for v in manifest.get("inputs", [])]
-        want_out = [v["name"] for v in manifest.get("outputs", [])]
-        want_shapes = [[d if isinstance(d, int) else "?" for d in v["shape"]] for v in manifest.get("inputs", [])]
-        dtypes = [np.dtype(v["dtype"]) for v in manifest.get("inputs", [])]
-    except (KeyError, TypeError, ValueError) as exc:
-        return [f"{MANIFEST}: inputs/outputs are malformed ({type(exc).__name__}: {exc})"]
-    got_in, got_out = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
-    if got_in != want_in or got_out != want_out:
-        return [f"{model.name}: inputs/outputs {got_in}/{got_out} differ from the manifest's {want_in}/{want_out}"]
-    # the feed is shaped from the model's own graph (symbolic dims = 1): a manifest claiming a huge shape is
-    # reported as a mismatch, never allocated
-    got_shapes = [[d if isinstance(d, int) else "?" for d in i.shape] for i in sess.get_inputs()]
-    if got_shapes != want_shapes:
-        return [f"{model.name}: input shapes {got_shapes} differ from the manifest's {want_shapes}"]
-    feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=dt)
-            for i, dt in zip(sess.get_inputs(), dtypes, strict=True)}
-    try:
-        sess.run(None, feed)
-    except Exception as exc:  # a run failure is damage too
-        return [f"{model.name}: fails to run ({str(exc).splitlines()[0][:200]})"]
-    return []
