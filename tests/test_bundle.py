@@ -283,3 +283,37 @@ def test_verify_calls_an_absurd_model_shape_damage(tmp_path):
     b = write_bundle(tmp_path / "run", src, dataset_meta=meta, report=_report(), targets=[load_target("x86_vnni")])
     ok, problems = verify_bundle(b)
     assert not ok and any("too large" in p for p in problems), problems
+
+
+def _reseal(bundle: Path, manifest: dict) -> None:
+    """Rewrite the manifest with a matching integrity hash (as a careful forger would)."""
+    from edgedistill.report.verify import integrity
+
+    manifest["integrity"] = integrity(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_profile_takes_only_session_options_from_a_verified_bundle(bundle):
+    from edgedistill.report.bundle import shipped_session_options
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    options = {"session_config": {"session.set_denormal_as_zero": "1"}, "graph_optimization_level": "ORT_ENABLE_ALL"}
+    manifest["model"]["session_options"] = {**options, "batch": 64, "shapes": {"input": [64, 1, 8, 8]},
+                                            "providers": ["CUDAExecutionProvider"], "threads": 16, "runs": 1}
+    _reseal(bundle, manifest)
+    assert shipped_session_options(bundle / "model.onnx") == options  # the rest is not a session option
+    manifest["model"]["session_options"]["graph_optimization_level"] = "ORT_NOT_A_LEVEL"
+    _reseal(bundle, manifest)
+    assert shipped_session_options(bundle / "model.onnx") == {"session_config": options["session_config"]}
+    (bundle / "labels.txt").write_text("tampered\n")  # checksums no longer verify: nothing is applied
+    assert shipped_session_options(bundle / "model.onnx") == {}
+
+
+def test_the_profiler_takes_only_session_options_per_model(tmp_path):
+    """Even a caller passing a manifest's whole entry cannot change the batch or providers a model is timed with."""
+    from edgedistill.profile import profile_models
+
+    model = synthetic_mlp(tmp_path / "m.onnx", width=16, depth=1)
+    stats = profile_models({"m": model}, load_target("x86_avx2"), batch=1, runs=20, warmup=1, rounds=1,
+                           op_profile_runs=0, model_options={"m": {"batch": 64, "providers": ["NoSuchProvider"]}})
+    assert stats["m"]["batch"] == 1 and stats["m"]["providers"] == ["CPUExecutionProvider"]

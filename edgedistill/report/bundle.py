@@ -22,7 +22,7 @@ from typing import Any
 from ..export.onnx import copy_onnx
 from ..io import atomic_path, sha256_file, write_json, write_text
 from ..target import Target
-from .verify import MANIFEST, integrity, verify_bundle
+from .verify import MANIFEST, integrity, read_manifest, verify_bundle
 
 __all__ = ["verify_bundle", "write_bundle"]
 
@@ -405,15 +405,18 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
 
 
 def shipped_session_options(model: str | Path) -> dict[str, Any]:
-    """The ONNX Runtime session options a bundle ships for its model file ({} when `model` is not a bundle's
-    model or the bundle ships none): re-timing a bundle without them would not measure what the app gets."""
+    """The ONNX Runtime session options a bundle ships for its model file: re-timing a bundle without them
+    would not measure what the app gets.
+
+    {} unless `model` is the model of a bundle whose checksums all verify (an edited manifest or file is not
+    trusted), and only the keys that are session options (`only_session_options`): a manifest never sets the
+    batch, shapes, providers or threads the profiler uses."""
+    from ..quantize.session import only_session_options
+    from .verify import checksums_ok
+
     model = Path(model)
-    try:
-        manifest = json.loads((model.parent / MANIFEST).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+    manifest, _ = read_manifest(model.parent)
+    entry = manifest.get("model") if manifest else None
+    if not isinstance(entry, dict) or entry.get("file") != model.name or not checksums_ok(model.parent, manifest):
         return {}
-    entry = manifest.get("model") if isinstance(manifest, dict) else None
-    if not isinstance(entry, dict) or entry.get("file") != model.name:
-        return {}
-    options = entry.get("session_options")
-    return dict(options) if isinstance(options, dict) else {}
+    return only_session_options(entry.get("session_options"))

@@ -135,6 +135,23 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
     return not problems, problems
 
 
+def checksums_ok(bdir: Path, manifest: Mapping[str, Any]) -> bool:
+    """The manifest is intact and every file it lists is a regular file with its recorded sha256 (no model run)."""
+    files = manifest.get("files")
+    if manifest.get("integrity") != integrity(manifest) or not isinstance(files, dict) or not files:
+        return False
+    root = bdir.resolve()
+    for rel, info in files.items():
+        f = bdir / rel
+        try:
+            regular = f.resolve().is_relative_to(root) and stat.S_ISREG(f.lstat().st_mode)
+        except OSError:
+            return False
+        if not regular or not isinstance(info, dict) or sha256_file(f) != info.get("sha256"):
+            return False
+    return True
+
+
 def run_once(model: Path, manifest: Mapping[str, Any]) -> list[str]:
     """Load `model` and run it on zeros shaped and typed from its own graph, after checking the manifest agrees."""
     import numpy as np
