@@ -315,5 +315,6 @@ def test_the_profiler_takes_only_session_options_per_model(tmp_path):
 
     model = synthetic_mlp(tmp_path / "m.onnx", width=16, depth=1)
     stats = profile_models({"m": model}, load_target("x86_avx2"), batch=1, runs=20, warmup=1, rounds=1,
-                           op_profile_runs=0, model_options={"m": {"batch": 64, "providers": ["NoSuchProvider"]}})
-    assert stats["m"]["batch"] == 1 and stats["m"]["providers"] == ["CPUExecutionProvider"]
+                           op_profile_runs=0, model_options={"m": {"runtime": "tensorrt", "batch": 64,
+                                                               "providers": ["NoSuchProvider"]}})
+    assert stats["m"]["batch"] == 1 and stats["m"]["providers"] == ["CPUExecutionProvider"]  # it ran, on ORT's CPU
