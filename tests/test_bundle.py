@@ -165,15 +165,20 @@ def test_verify_reports_a_malformed_manifest_instead_of_crashing(bundle):
         assert any("malformed" in p or "does not match" in p or "differ" in p for p in problems), problems
 
 
-def test_python_snippet_runs_against_the_bundle(bundle):
-    proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py")], capture_output=True, text=True,
-                          timeout=120)
+def test_python_snippet_runs_against_the_bundle(bundle, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "seven.png"
+    Image.fromarray(np.full((20, 30), 200, dtype=np.uint8)).save(png)  # any size: the snippet resizes
+    proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py"), str(png)], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "digit" in proc.stdout
+    path, label, confidence = proc.stdout.strip().split("\t")
+    assert path == str(png) and label.startswith("digit ") and 0.1 <= float(confidence) <= 1.0
     kt, swift = (bundle / "usage" / "EdgeModel.kt").read_text(), (bundle / "usage" / "EdgeModel.swift").read_text()
     for text in (kt, swift):
-        assert '"input"' in text and "model" in text and "0.0625" in text
-    assert "longArrayOf(1, 1L, 8L, 8L)" in kt and 'forResource: "model", ofType: "ort"' in swift
+        assert '"input"' in text and "16.0" in text
+    assert "longArrayOf(1L, 1L, 8L, 8L)" in kt and 'forResource: "model", ofType: "ort"' in swift
 
 
 def test_external_data_travels_with_the_model(tmp_path):
