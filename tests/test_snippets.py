@@ -26,7 +26,9 @@ from edgedistill.target import load_target
 
 from .conftest import FAST, SHARED_DATA, run_cli, set_args
 
-MNIST = SHARED_DATA / "mnist"
+# ../shared/data from the project root; a git worktree sits one level deeper, so look further up too
+MNIST = next((p / "mnist" for p in (SHARED_DATA, *(d / "shared" / "data" for d in Path(__file__).resolve().parents))
+              if (p / "mnist" / "t10k-images-idx3-ubyte.gz").exists()), SHARED_DATA / "mnist")
 MNIST_RECIPE = f"""name: mnist_snippet
 seed: 0
 data: {{name: mnist, path: {MNIST}, val_fraction: 0.1, batch_size: 128}}
