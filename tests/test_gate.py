@@ -364,6 +364,14 @@ def test_cli_junit_for_every_exit_code(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("errors") == "1" and "is missing" in suite.find("testcase/error").get("message")
+    phone = {}  # a latency gate on a target this machine cannot run: SKIP, or with --strict a FAIL (exit 1)
+    for name in ("pc", "pb"):
+        phone[name] = _run(tmp_path, name, None, _report(0.95, 1.0, {"latency_growth": 0.1}, target="arm64_mobile"))
+    proc = run_cli("check", str(phone["pc"]), "--baseline", str(phone["pb"]), "--junit", str(junit))
+    assert proc.returncode == 0 and "SKIP latency_growth[arm64_mobile]" in proc.stdout, proc.stdout + proc.stderr
+    proc = run_cli("check", str(phone["pc"]), "--baseline", str(phone["pb"]), "--strict", "--junit", str(junit))
+    assert proc.returncode == 1 and "FAIL latency_growth[arm64_mobile]" in proc.stdout, proc.stdout + proc.stderr
+    assert ET.parse(junit).getroot().find("testsuite/testcase[@name='latency_growth[arm64_mobile]']/failure") is not None
     proc = run_cli("check", str(cur), "--baseline", str(base), "--policy", str(tmp_path / "nope.yml"),
                    "--junit", str(junit))
     assert proc.returncode == 2 and "policy file not found" in ET.parse(junit).getroot().find(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -192,13 +193,15 @@ for path, label in pairs:
     confidences.append(confidence)
 print(json.dumps({"accuracy": hits / len(pairs), "min_conf": min(confidences), "max_conf": max(confidences)}))
 """
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     proc = subprocess.run([str(py), "-c", script, str(run / "bundle" / "usage"), str(tmp_path / "labels.json")],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["accuracy"] == pytest.approx(report["models"]["deployed"]["metric"], abs=1e-12), got
     assert got["accuracy"] > 0.2 and 0 < got["min_conf"] <= got["max_conf"] <= 1
-    # importing the snippet wrote usage/__pycache__/ (PYTHONDONTWRITEBYTECODE aside): the bundle still verifies
+    # importing the snippet wrote usage/__pycache__/: the bundle still verifies
+    assert list((run / "bundle" / "usage" / "__pycache__").glob("predict*.pyc"))
     proc = run_cli("verify", str(run / "bundle"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -38,10 +38,11 @@ def _precision(m: Mapping[str, Any]) -> list[str]:
     lines = ["", "## What ships", ""]
     lines += [f"- `{f}`: **{p}**" for f, p in (model.get("precision") or {}).items()]
     q = model.get("quantization")
+    where = f" (timed on `{q['timed_on']}` only; other targets may differ)" if q and q.get("timed_on") else ""
     if q and q.get("shipped") == "float":
-        lines.append(f"- int8 was built and measured, and **rejected**: {q.get('reason')}")
+        lines.append(f"- int8 was built and measured, and **rejected**: {q.get('reason')}{where}")
     elif q:
-        lines.append(f"- {q.get('reason')}")
+        lines.append(f"- {q.get('reason')}{where}")
     for t in m["targets"]:
         if t.get("requested_precision") and t.get("requested_precision") != t.get("precision"):
             lines.append(f"- target `{t['name']}` asks for {t['requested_precision']}; it gets the file above "

@@ -42,10 +42,13 @@ def onnx_precision(onnx_file: Path) -> str:
 def quantization_decision(report: Mapping[str, Any]) -> dict[str, Any] | None:
     """The last quantize stage's keep decision (what was asked, what shipped, why), as the report records it."""
     for stage in reversed(report.get("stages") or []):
-        keep = ((stage or {}).get("details") or {}).get("keep") if isinstance(stage, Mapping) else None
+        details = ((stage or {}).get("details") or {}) if isinstance(stage, Mapping) else {}
+        keep, timed = details.get("keep"), details.get("latency") or {}
         if isinstance(keep, Mapping) and keep.get("shipped"):
             return {"policy": keep.get("policy"), "shipped": keep.get("shipped"),
-                    "quantized_faster": keep.get("quantized_faster"), "reason": keep.get("reason")}
+                    "quantized_faster": keep.get("quantized_faster"), "reason": keep.get("reason"),
+                    # the float-vs-quantized timing ran on this target only (the first usable one)
+                    "timed_on": timed.get("target") if isinstance(timed, Mapping) and timed.get("measured") else None}
     return None
 
 
