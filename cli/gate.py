@@ -54,12 +54,10 @@ def check(current: Path, baseline: Path, policy: Path | None, strict: bool | Non
                              "accuracy_drop": accuracy_drop, "size_growth": size_growth,
                              "latency_growth": latency_growth, "min_metric": min_metric})
     except UserError as exc:  # the CI page must show why nothing was compared
-        if junit:
-            gate.write_junit_error(exc.render(), junit)
+        _junit_error(junit, exc.render(), "bad input")
         raise
     except Exception as exc:
-        if junit:
-            gate.write_junit_error(f"internal error: {type(exc).__name__}: {exc}", junit, kind="internal error")
+        _junit_error(junit, f"internal error: {type(exc).__name__}: {exc}", "internal error")
         raise
     if junit:
         gate.write_junit(rep, junit)
@@ -72,3 +70,15 @@ def check(current: Path, baseline: Path, policy: Path | None, strict: bool | Non
         click.echo("passed" if rep.passed else f"REGRESSION: {len(rep.failures)} gate(s) failed")
     if not rep.passed:
         raise SystemExit(1)
+
+
+def _junit_error(junit: Path | None, message: str, kind: str) -> None:
+    """An error test case for a check that compared nothing; a JUnit path that cannot be written must not hide
+    the original error (it is reported instead)."""
+    from edgedistill import gate
+
+    if junit:
+        try:
+            gate.write_junit_error(message, junit, kind=kind)
+        except (OSError, ValueError) as exc:
+            click.echo(f"note: could not write {junit}: {exc}", err=True)

@@ -187,6 +187,9 @@ def test_bad_inputs(tmp_path):
         gate.load_report(bad, "CURRENT")
     with pytest.raises(UserError, match="accuracy_drop"):
         _check(tmp_path / "x", _report(1, 1, {}, target=None), _report(1, 1, {"accuracy_drop": "lots"}, target=None))
+    with pytest.raises(UserError, match="finite"):  # the baseline's own limits must be real numbers too
+        _check(tmp_path / "y", _report(1, 1, {}, target=None),
+               _report(1, 1, {"accuracy_drop": float("inf")}, target=None))
 
 
 @pytest.mark.slow  # each CLI start imports torch (~4 s here)
