@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 ORT_VERSION = {c["ort"]!r}  # verified with this ONNX Runtime version
 THREADS = {c["threads"]}  # the latency in the model card was measured with this many intra-op threads
@@ -79,7 +79,7 @@ session = ort.InferenceSession(str(BUNDLE / "model.onnx"), _options, providers=[
 def preprocess(image: Image.Image, invert: bool = False) -> np.ndarray:
     """A PIL image -> the model's input, shape INPUT_SHAPE. `invert=True` for dark strokes on a light
     background when INK is "light"."""
-    image = image.convert(COLOR)
+    image = ImageOps.exif_transpose(image).convert(COLOR)  # photos stored rotated, as the camera saw them
     if image.size != (WIDTH, HEIGHT):
         image = image.resize((WIDTH, HEIGHT), resample=getattr(Image.Resampling, RESAMPLE.upper()))
     pixels = np.asarray(image, dtype=np.float32)
@@ -175,7 +175,8 @@ class EdgeModel(modelBytes: ByteArray) : AutoCloseable {{
         return (x - MEAN[channel]) / STD[channel]
     }}
 
-    /** A Bitmap -> the model's input (NCHW floats). invert = true for dark strokes on a light background. */
+    /** A Bitmap -> the model's input (NCHW floats). invert = true for dark strokes on a light background.
+     *  Rotate camera photos upright first (EXIF orientation), as training did. */
     fun preprocess(bitmap: Bitmap, invert: Boolean = false): FloatBuffer {{
         val src = if (bitmap.width == WIDTH && bitmap.height == HEIGHT) bitmap
                   else Bitmap.createScaledBitmap(bitmap, WIDTH, HEIGHT, true)
@@ -275,6 +276,7 @@ final class EdgeModel {{
     }}
 
     /// A CGImage -> the model's input (NCHW floats). invert = true for dark strokes on a light background.
+    /// A UIImage's cgImage ignores imageOrientation: draw camera photos upright first, as training did.
     func preprocess(_ image: CGImage, invert: Bool = false) -> [Float] {{
         let w = EdgeModel.width, h = EdgeModel.height, plane = w * h
         var rgba = [UInt8](repeating: 0, count: plane * 4)
