@@ -10,7 +10,23 @@ import click
 from .main import cli
 
 
-@cli.command()
+class _JunitOnUsageError(click.Command):
+    """A usage error (a mistyped flag in the CI file) is an exit 2 too: the CI page still gets its JUnit."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click consumes `args` as it parses
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            args = given
+            junit = next((a.split("=", 1)[1] for a in args if a.startswith("--junit=")), None) or next(
+                (args[i + 1] for i, a in enumerate(args[:-1]) if a == "--junit"), None)
+            if junit:
+                _junit_error(Path(junit), f"usage: {exc.format_message()}", "bad input")
+            raise
+
+
+@cli.command(cls=_JunitOnUsageError)
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option("--baseline", required=True, type=click.Path(path_type=Path),
               help="the baseline run's report.json (its bundle/ beside it)")

@@ -375,6 +375,8 @@ def test_cli_junit_for_every_exit_code(tmp_path):
     proc = run_cli("check", str(phone["pc"]), "--baseline", str(phone["pb"]), "--strict", "--junit", str(junit))
     assert proc.returncode == 1 and "FAIL latency_growth[arm64_mobile]" in proc.stdout, proc.stdout + proc.stderr
     assert ET.parse(junit).getroot().find("testsuite/testcase[@name='latency_growth[arm64_mobile]']/failure") is not None
+    proc = run_cli("check", str(cur), "--baseline", str(base), "--runs", "many", "--junit", str(junit))
+    assert proc.returncode == 2 and "many" in ET.parse(junit).getroot().find("testsuite/testcase/error").get("message")
     proc = run_cli("check", str(cur), "--baseline", str(base), "--policy", str(tmp_path / "nope.yml"),
                    "--junit", str(junit))
     assert proc.returncode == 2 and "policy file not found" in ET.parse(junit).getroot().find(
