@@ -21,7 +21,8 @@ OPTIONAL = {
     "tensorrt": "needs an NVIDIA GPU; the [tensorrt] extra, tests skip without a GPU",
     "sentence_transformers": "a cross-check against the reference library, skipped without it",
 }
-LOCAL = {"edgedistill", "tests", "benchmarks"}
+LOCAL = {"edgedistill", "tests", "benchmarks",
+         "predict"}  # a bundle's own usage/predict.py, imported from the bundle folder
 
 
 def _imported(path: Path) -> set[str]:
