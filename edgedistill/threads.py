@@ -34,6 +34,10 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# the user's own OMP_NUM_THREADS, read before `apply` sets it for libraries imported later
+_USER_ENV = os.environ.get("OMP_NUM_THREADS", "")
+
+
 def resolve(cli: int | None = None, recipe: int | str | None = None) -> Threads:
     """The thread count, by precedence: `--threads`, the recipe's `threads`, OMP_NUM_THREADS, then auto."""
     cpus = usable_cpus()
@@ -41,18 +45,26 @@ def resolve(cli: int | None = None, recipe: int | str | None = None) -> Threads:
         return Threads(int(cli), "--threads", cpus)
     if isinstance(recipe, int) and recipe > 0:
         return Threads(recipe, "recipe", cpus)
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    env = _USER_ENV.strip()
     if env.isdigit() and int(env) > 0:
         return Threads(int(env), "OMP_NUM_THREADS", cpus)
     return Threads(max(1, cpus // 2), "auto", cpus)
 
 
-def apply(threads: Threads) -> Threads:
-    """Use `threads` for PyTorch in this process and for ONNX Runtime sessions this process opens."""
-    global _chosen
-    import torch
+def apply(threads: Threads, import_torch: bool = True) -> Threads:
+    """Use `threads` for PyTorch in this process and for ONNX Runtime sessions this process opens.
 
-    torch.set_num_threads(threads.count)
+    `import_torch=False` (every command, at start) sets OMP_NUM_THREADS instead when torch is not loaded
+    yet, so a light command does not pay for importing it and a heavy one still gets the count."""
+    global _chosen
+    import sys
+
+    if import_torch or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads.count)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads.count)
     _chosen = threads
     return threads
 

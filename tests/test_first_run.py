@@ -25,12 +25,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_thread_count_precedence_and_auto(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_USER_ENV", "")
     cpus = threads.usable_cpus()
     auto = threads.resolve()
     assert (auto.count, auto.source) == (max(1, cpus // 2), "auto")
     assert threads.resolve(recipe="auto").source == "auto"
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(threads, "_USER_ENV", "3")
     assert (threads.resolve().count, threads.resolve().source) == (3, "OMP_NUM_THREADS")
     assert (threads.resolve(recipe=2).count, threads.resolve(recipe=2).source) == (2, "recipe")
     assert (threads.resolve(cli=5, recipe=2).count, threads.resolve(cli=5, recipe=2).source) == (5, "--threads")
