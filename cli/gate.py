@@ -35,6 +35,10 @@ def check(current: Path, baseline: Path, junit: Path | None, accuracy_drop: floa
         raise UserError("--runs must be at least 20", where="--runs", fix="use 300 (30 interleaved bursts)")
     if rounds < 1:
         raise UserError("--rounds must be at least 1", where="--rounds", fix="use 3 (the default)")
+    if junit:  # before minutes of re-profiling: a device, FIFO or link there is refused, never replaced
+        from edgedistill.io import check_output_file
+
+        check_output_file(junit)
     cur, base = gate.load_report(current, "CURRENT"), gate.load_report(baseline, "--baseline")
     rep = gate.check(cur, base, runs=runs, rounds=rounds, allow_different_task=allow_different_task, overrides={
         "accuracy_drop": accuracy_drop, "size_growth": size_growth, "latency_growth": latency_growth,

@@ -98,7 +98,9 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool
 
     A folder holding an earlier run's results needs `resume` (continue it) or `overwrite` (replace it); a
     second run on a folder in use is refused (see rundir.py)."""
-    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    if out_dir is not None and not str(out_dir).strip():  # Path("") is ".": it would run in the current folder
+        raise UserError("--out is empty", where="--out", fix="name the run folder, or leave --out out (runs/<recipe name>)")
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
         return _run(recipe, run_dir, resume)
     with claim(run_dir, resume=resume, overwrite=overwrite):

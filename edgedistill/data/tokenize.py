@@ -18,16 +18,18 @@ from ..errors import UserError
 def load_tokenizer(path: str | Path, where: str = "data.tokenizer") -> Any:
     """A fast tokenizer from a local directory, offline (never a hub download)."""
     from ..models.hf import transformers_module
+    from ..models.remote_code import refuse_remote_code
 
     tf = transformers_module()
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UserError("tokenizer folder not found", where=f"{where} ({folder})",
                         fix="point at a folder holding tokenizer.json or vocab.txt (a model directory works)")
+    refuse_remote_code(folder, where)
     try:
-        return tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"cannot load a tokenizer: {str(exc).splitlines()[0][:300]}", where=f"{where} ({folder})",
+        return tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # the folder is input: tokenizers raises bare Exception for a file it cannot parse
+        raise UserError(f"cannot load a tokenizer: {(str(exc) or type(exc).__name__).splitlines()[0][:300]}", where=f"{where} ({folder})",
                         fix="the folder needs tokenizer files (tokenizer.json, or vocab.txt and tokenizer_config.json)") from exc
 
 
