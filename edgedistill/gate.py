@@ -15,7 +15,6 @@ of different tasks or metrics are bad input (exit 2), never a skipped check that
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonsafe
 from .errors import UserError
 from .io import sha256_file, write_text
 
@@ -67,8 +67,8 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError("report not found", where=str(path), fix=f"pass {flag} a run's report.json (or its run dir)")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report = jsonsafe.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:  # (JSONDecodeError, UnicodeDecodeError and too deep are ValueErrors)
         raise UserError(f"not valid JSON: {exc}", where=str(path), fix="pass an edgedistill report.json") from exc
     if not isinstance(report, dict) or report.get("schema_version") != 1:
         raise UserError("schema_version: expected 1", where=str(path), fix="pass an edgedistill report.json")

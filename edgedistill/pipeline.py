@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import jsonsafe
 from .crash import set_run_dir
 from .data import Dataset, load_dataset
 from .errors import UserError
@@ -52,10 +53,10 @@ def _load_record(stage_dir: Path, key: str) -> StageRecord | None:
     if not path.exists():
         return None
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
-    if saved.get("key") != key:
+    if not isinstance(saved, dict) or saved.get("key") != key:
         return None
     return StageRecord(**saved["record"])
 

@@ -146,9 +146,7 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> Iterator[Path]:
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other", where="compress",
                         fix="--resume continues the run in the folder, --overwrite starts it again; pick one")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError("the run folder is a file", where=str(run_dir), fix="choose another --out")
-    output_dir(run_dir)
+    output_dir(run_dir)  # a path that cannot be a folder (a file, under a file or /proc, too long) is named here
     lock = run_dir / LOCK
     _acquire(lock)
     try:

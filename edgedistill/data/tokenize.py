@@ -37,6 +37,8 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int,
              input_names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """Tokenize `texts` into int64 arrays (input_ids, attention_mask, and token_type_ids when the tokenizer
     makes them), truncated to `max_length` and padded to the longest row."""
+    if not texts:  # the fast tokenizer raises IndexError on an empty batch; an empty split is refused by its caller
+        return {n: np.zeros((0, 0), dtype=np.int64) for n in input_names or tokenizer.model_input_names}
     enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="longest", return_tensors="np")
     names = input_names or tuple(n for n in tokenizer.model_input_names if n in enc)
     missing = [n for n in names if n not in enc]

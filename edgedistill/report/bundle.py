@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import jsonsafe
 from ..export.onnx import copy_onnx
 from ..io import atomic_path, sha256_file, write_json, write_text
 from ..target import Target
@@ -414,7 +415,7 @@ def shipped_session_options(model: str | Path) -> dict[str, Any]:
     model or the bundle ships none): re-timing a bundle without them would not measure what the app gets."""
     model = Path(model)
     try:
-        manifest = json.loads((model.parent / MANIFEST).read_text())
+        manifest = jsonsafe.loads((model.parent / MANIFEST).read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return {}
     entry = manifest.get("model") if isinstance(manifest, dict) else None
@@ -431,7 +432,7 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
     bdir = Path(path)
     problems: list[str] = []
     try:
-        manifest = json.loads((bdir / MANIFEST).read_text())
+        manifest = jsonsafe.loads((bdir / MANIFEST).read_text())
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
