@@ -57,6 +57,9 @@ def _refuse_special(path: Path, expect_dir: bool = False) -> None:
     kind = special_kind(path)
     if kind is None or (expect_dir and kind == "a folder"):
         return
+    if kind.startswith("unreadable"):  # a name too long, a folder we may not search
+        raise UserError(f"cannot write here: {kind[12:-1]}", where=str(path),
+                        fix="choose a writable path in an existing folder (names under 255 bytes)")
     raise UserError(f"the output path is {kind}; edgedistill writes a new file and renames it into place, which would "
                     "replace it", where=str(path), fix="choose a path that does not exist yet or is a regular file")
 
