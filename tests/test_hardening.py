@@ -86,7 +86,7 @@ def test_a_model_folder_asking_for_its_own_code_is_exit_2_whatever_stdin_says(tm
                           timeout=300)
     assert not marker.exists(), "the folder's own Python ran"
     assert proc.returncode == 2, proc.stderr
-    assert "config.json: auto_map" in proc.stderr and "Traceback" not in proc.stderr
+    assert f'{folder / "config.json"} has "auto_map"' in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_tokenizer_folder_asking_for_its_own_code_is_refused(tmp_path):

@@ -38,6 +38,6 @@ def refuse_remote_code(folder: str | Path, where: str) -> None:
                             fix=f"restore {name} (it is written by save_pretrained)")
         for key in CODE_KEYS:
             if key in doc:
-                raise UserError(f'{name} has "{key}": the folder asks to run its own Python code, which edgedistill '
+                raise UserError(f'{path} has "{key}": the folder asks to run its own Python code, which edgedistill '
                                 "never does", where=f"{where} ({path}: {key})",
                                 fix=f'use a model whose architecture transformers ships, and remove "{key}" from {name}')
