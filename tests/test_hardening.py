@@ -76,6 +76,7 @@ EVIL_CONFIG = {"model_type": "evilnet", "auto_map": {"AutoConfig": "evilmod.Evil
 EVIL_TOKENIZER = {"tokenizer_class": "EvilTokenizer", "auto_map": {"AutoTokenizer": ["evilmod.EvilTok", None]}}
 
 
+@pytest.mark.slow  # a real process reading "y" on stdin (about 10 s, most of it importing torch)
 def test_a_model_folder_asking_for_its_own_code_is_exit_2_whatever_stdin_says(tmp_path):
     folder, marker = code_folder(tmp_path, "config.json", EVIL_CONFIG)
     recipe = write(tmp_path / "r.yaml", RECIPE.replace("{name: cnn, channels: [8]}", f"{{name: hf, path: {folder}}}"))
