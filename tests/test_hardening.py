@@ -26,29 +26,7 @@ from edgedistill.errors import UserError
 from edgedistill.rundir import LOCK, claim
 
 from .conftest import ROOT
-
-RECIPE = """\
-name: tiny
-data: {name: digits}
-teacher:
-  model: {name: cnn, channels: [8]}
-  train: {epochs: 1}
-stages:
-  - kind: distill
-    student: {name: cnn, channels: [4]}
-    train: {epochs: 1}
-targets: [x86_avx2]
-"""
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
+from .test_hostile_input import RECIPE, snapshot, write
 
 # ---------------------------------------------------------------- 1. a folder never runs its own code
 
