@@ -58,7 +58,21 @@ def _load_record(stage_dir: Path, key: str) -> StageRecord | None:
         return None
     if not isinstance(saved, dict) or saved.get("key") != key:
         return None
-    return StageRecord(**saved["record"])
+    try:
+        return StageRecord(**saved["record"])
+    except (KeyError, TypeError):  # a damaged record: the stage runs again
+        return None
+
+
+def _stage_json(path: Path) -> dict:
+    """A finished stage's own JSON file; a damaged one is bad input (the run folder was changed by hand)."""
+    try:
+        doc = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable: {exc}", where=str(path), fix="restore the run folder, or start again with --overwrite") from None
+    if not isinstance(doc, dict):
+        raise UserError("expected a JSON object", where=str(path), fix="restore the run folder, or start again with --overwrite")
+    return doc
 
 
 def _save_stage(stage_dir: Path, key: str, record: StageRecord, model, spec: dict, onnx: Path | None,
@@ -85,12 +99,16 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
 
 
 def _restore(stage_dir: Path, data: Dataset, task: Task, teacher=None):
-    spec = json.loads((stage_dir / "spec.json").read_text())
+    spec = _stage_json(stage_dir / "spec.json")
     model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task,
                         teacher=teacher)
     load_weights(model, stage_dir / "model.safetensors")
-    saved = json.loads((stage_dir / "record.json").read_text())
-    return model.eval(), spec, saved.get("onnx")
+    onnx = _stage_json(stage_dir / "record.json").get("onnx")
+    run_dir = stage_dir.parent.parent
+    if onnx is not None and (not isinstance(onnx, str) or not (run_dir / onnx).resolve().is_relative_to(run_dir.resolve())):
+        raise UserError(f"onnx: {str(onnx)[:80]!r} is not a file inside the run folder", where=str(stage_dir / "record.json"),
+                        fix="restore the run folder, or start again with --overwrite")
+    return model.eval(), spec, onnx
 
 
 def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False,

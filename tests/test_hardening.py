@@ -403,3 +403,25 @@ def test_empty_out_is_refused(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["compress", "--recipe", str(recipe), "--out", ""])
     assert result.exit_code == 2 and "--out" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing written in the current folder
+
+
+@pytest.mark.slow  # one tiny real run (a 1-epoch digits CNN), then two tampered copies resumed
+def test_tampered_stage_files_on_resume_are_bad_input(tmp_path):
+    import shutil
+
+    recipe = write(tmp_path / "r.yaml", RECIPE.replace("kind: distill\n    student: {name: cnn, channels: [4]}\n"
+                                                       "    train: {epochs: 1}", "kind: export")
+                   + "profile: {runs: 20, warmup: 2}\n")
+    runner = CliRunner()
+    run = tmp_path / "run"
+    assert runner.invoke(cli, ["compress", "--recipe", str(recipe), "--out", str(run)]).exit_code == 0
+    record = run / "stages" / "1-export" / "record.json"
+    for i, (path, text) in enumerate([
+            (record, json.dumps({**json.loads(record.read_text()), "onnx": "../../../../etc/passwd"})),
+            (run / "stages" / "0-teacher" / "spec.json", "[" * 100_000)]):
+        copy = tmp_path / f"copy{i}"
+        shutil.copytree(run, copy)
+        (copy / path.relative_to(run)).write_text(text)
+        result = runner.invoke(cli, ["compress", "--recipe", str(recipe), "--out", str(copy), "--resume"])
+        assert result.exit_code == 2 and path.name in result.output, result.output
+        assert not (copy / "bundle" / "passwd").exists()
