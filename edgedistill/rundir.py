@@ -56,9 +56,10 @@ def _owner(lock: Path) -> tuple[int, str] | None:
     """(pid, host) written in a lock file; None when it is empty, garbled or unreadable (a full disk, a crash)."""
     try:
         pid_s, _, host = lock.read_text().strip().partition(" ")
-        return int(pid_s), host
+        pid = int(pid_s)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
+    return (pid, host) if pid > 0 else None
 
 
 def _create(lock: Path) -> bool:
@@ -85,6 +86,13 @@ def _create(lock: Path) -> bool:
         os.unlink(tmp)
 
 
+def _inode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
+
+
 def _acquire(lock: Path) -> None:
     for _ in range(2):
         if _create(lock):
@@ -92,12 +100,14 @@ def _acquire(lock: Path) -> None:
         kind = special_kind(lock)
         if kind not in (None, "a symbolic link"):
             raise UserError(f"the lock file is {kind}", where=str(lock), fix=f"remove {lock}, or use another --out")
+        seen = _inode(lock)
         owner = _owner(lock)
         pid, host = owner if owner else (-1, "")
-        if owner is None or (pid > 0 and host == socket.gethostname() and (pid == os.getpid() or not _alive(pid))):
+        if owner is None or (host == socket.gethostname() and (pid == os.getpid() or not _alive(pid))):
             # its run died (kill -9, power loss, a full disk left it empty; or its pid is ours now, reused):
-            # take the folder over
-            lock.unlink(missing_ok=True)
+            # take the folder over, unless another run took it over first (the lock is a new file then)
+            if _inode(lock) == seen:
+                lock.unlink(missing_ok=True)
             continue
         who = f"pid {pid} on {host}" if pid > 0 else "another process"
         raise UserError(f"another edgedistill run ({who}) is using this run folder", where=str(lock.parent),

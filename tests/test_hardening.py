@@ -220,7 +220,7 @@ def test_a_fifo_inside_a_stage_folder_is_refused(tmp_path):
 # ---------------------------------------------------------------- 5. an empty or unreadable lock is stale
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00", b"garbage", b"\xff\xfe", b"  \n"])
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00", b"garbage", b"\xff\xfe", b"  \n", b"0 host", b"-7 host"])
 def test_an_empty_or_garbled_lock_is_taken_over(tmp_path, content):
     run = _old_run(tmp_path / "run")
     (run / LOCK).write_bytes(content)  # what a full disk or a crash mid-write leaves
