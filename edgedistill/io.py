@@ -75,7 +75,8 @@ def output_dir(path: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise UserError("the output folder is a file", where=str(path), fix="choose another path") from None
+        raise UserError(f"the output folder is {special_kind(path) or 'a file'}", where=str(path),
+                        fix="choose another path") from None
     except OSError as exc:
         raise _output_error(exc, path) from None
     return path
