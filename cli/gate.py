@@ -56,6 +56,10 @@ def check(current: Path, baseline: Path, policy: Path | None, strict: bool | Non
     from edgedistill import gate
     from edgedistill.errors import UserError
 
+    if junit:  # before minutes of re-profiling: a device, FIFO or link there is refused, never replaced
+        from edgedistill.io import check_output_file
+
+        check_output_file(junit)
     try:
         if runs < 20:
             raise UserError("--runs must be at least 20", where="--runs", fix="use 300 (30 interleaved bursts)")

@@ -22,7 +22,6 @@ printed with its limit and where the limit came from, including the ones that ar
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonsafe
 from .errors import UserError
 from .gate_policy import GATE_KEYS, Policy, metric_range, resolve_policy
 from .io import file_size_mb, sha256_file, write_text
@@ -88,8 +88,8 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError("report not found", where=str(path), fix=f"pass {flag} a run's report.json (or its run dir)")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report = jsonsafe.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:  # (JSONDecodeError, UnicodeDecodeError and too deep are ValueErrors)
         raise UserError(f"not valid JSON: {exc}", where=str(path), fix="pass an edgedistill report.json") from exc
     if not isinstance(report, dict) or report.get("schema_version") != 1:
         raise UserError("schema_version: expected 1", where=str(path), fix="pass an edgedistill report.json")
@@ -103,10 +103,29 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
               "models.deployed.size_mb": (dep.get("size_mb"), (int, float))}
     if isinstance(report.get("recipe"), dict):
         fields["recipe.resolved"] = (report["recipe"].get("resolved"), dict)
+        if isinstance(report["recipe"].get("resolved"), dict):
+            fields["recipe.resolved.gates"] = (report["recipe"]["resolved"].get("gates"), dict)
+    fields.update({f"models.deployed.{k}": (dep.get(k), str) for k in ("path", "sha256", "data_sha256")})
+    fields.update({"task": (report.get("task"), str)})
+    if isinstance(report.get("metric"), dict):
+        fields.update({"metric.name": (report["metric"].get("name"), str),
+                       "metric.higher_is_better": (report["metric"].get("higher_is_better"), bool)})
+    for group in ("targets", "models.deployed.latency"):  # each target's entry is a mapping too
+        entries = fields[group][0]
+        if isinstance(entries, dict):
+            fields.update({f"{group}.{k}": (v, dict) for k, v in entries.items()})
+    names = {dict: "a mapping", str: "a string", bool: "true or false"}
     for name, (value, kind) in fields.items():
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise UserError(f"{name}: expected {'a mapping' if kind is dict else 'a number'}, got {value!r:.60}",
+        numeric = kind == (int, float)
+        if value is not None and (not isinstance(value, kind) or (numeric and isinstance(value, bool))):
+            raise UserError(f"{name}: expected {names.get(kind, 'a number')}, got {value!r:.60}",
                             where=str(path), fix="pass an edgedistill report.json")
+    for target, lat in (dep.get("latency") or {}).items():  # the settings a re-profile reuses
+        for key in ("batch", "threads", "sequence"):
+            value = lat.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**20):
+                raise UserError(f"models.deployed.latency.{target}.{key}: expected a positive integer, got {value!r:.60}",
+                                where=str(path), fix="pass an edgedistill report.json")
     _require_evidence(dep, str(path))
     report["_path"] = str(path.resolve())
     return report

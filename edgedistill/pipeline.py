@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import threads
+from . import jsonsafe, threads
 from .crash import set_run_dir
 from .data import Dataset, load_dataset
 from .errors import UserError
@@ -54,12 +54,26 @@ def _load_record(stage_dir: Path, key: str) -> StageRecord | None:
     if not path.exists():
         return None
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
-    if saved.get("key") != key:
+    if not isinstance(saved, dict) or saved.get("key") != key:
         return None
-    return StageRecord(**saved["record"])
+    try:
+        return StageRecord(**saved["record"])
+    except (KeyError, TypeError):  # a damaged record: the stage runs again
+        return None
+
+
+def _stage_json(path: Path) -> dict:
+    """A finished stage's own JSON file; a damaged one is bad input (the run folder was changed by hand)."""
+    try:
+        doc = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable: {exc}", where=str(path), fix="restore the run folder, or start again with --overwrite") from None
+    if not isinstance(doc, dict):
+        raise UserError("expected a JSON object", where=str(path), fix="restore the run folder, or start again with --overwrite")
+    return doc
 
 
 def _save_stage(stage_dir: Path, key: str, record: StageRecord, model, spec: dict, onnx: Path | None,
@@ -86,12 +100,16 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
 
 
 def _restore(stage_dir: Path, data: Dataset, task: Task, teacher=None):
-    spec = json.loads((stage_dir / "spec.json").read_text())
+    spec = _stage_json(stage_dir / "spec.json")
     model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task,
                         teacher=teacher)
     load_weights(model, stage_dir / "model.safetensors")
-    saved = json.loads((stage_dir / "record.json").read_text())
-    return model.eval(), spec, saved.get("onnx")
+    onnx = _stage_json(stage_dir / "record.json").get("onnx")
+    run_dir = stage_dir.parent.parent
+    if onnx is not None and (not isinstance(onnx, str) or not (run_dir / onnx).resolve().is_relative_to(run_dir.resolve())):
+        raise UserError(f"onnx: {str(onnx)[:80]!r} is not a file inside the run folder", where=str(stage_dir / "record.json"),
+                        fix="restore the run folder, or start again with --overwrite")
+    return model.eval(), spec, onnx
 
 
 def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False,
@@ -100,7 +118,9 @@ def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool
 
     A folder holding an earlier run's results needs `resume` (continue it) or `overwrite` (replace it); a
     second run on a folder in use is refused (see rundir.py). `threads_flag` is `--threads` (see threads.py)."""
-    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    if out_dir is not None and not str(out_dir).strip():  # Path("") is ".": it would run in the current folder
+        raise UserError("--out is empty", where="--out", fix="name the run folder, or leave --out out (runs/<recipe name>)")
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
     threads.apply(threads.resolve(threads_flag, recipe.config.threads))
     if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
         return _run(recipe, run_dir, resume)

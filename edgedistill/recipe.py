@@ -19,9 +19,9 @@ from .config import Strict, TeacherConfig
 from .data import DataConfig
 from .errors import UserError, did_you_mean
 from .stages import START, load_stages
+from .yamlsafe import MAX_DEPTH, non_finite
 from .yamlsafe import compose as compose_yaml
 from .yamlsafe import load as load_yaml
-from .yamlsafe import non_finite
 from .yamlsafe import read_text as read_utf8
 
 # A run folder is runs/<name>: a name is one path component, never "..", an absolute path or a hidden file.
@@ -201,7 +201,11 @@ def parse_set(assignments: list[str]) -> list[tuple[list[str], Any]]:
         except UserError as exc:
             raise UserError(exc.message, where=f"--set {item}",
                             fix="write the value as YAML; quote strings that contain : [ ] { } # or start with *, & or !") from None
-        out.append((key.split("."), parsed))
+        parts = key.split(".")
+        if len(parts) > MAX_DEPTH:  # the same bound as a recipe file's nesting
+            raise UserError(f"the key path is {len(parts)} levels deep, more than {MAX_DEPTH}", where=f"--set {item[:80]}",
+                            fix="write the path of an existing recipe field, e.g. --set stages.0.train.epochs=2")
+        out.append((parts, parsed))
     return out
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import jsonsafe
 from ..io import sha256_file
 
 MANIFEST = "manifest.json"
@@ -86,7 +87,7 @@ def read_manifest(bdir: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not stat.S_ISREG(mode):
         return None, f"{MANIFEST}: is {_kind(mode)}, not a regular file in the bundle"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = jsonsafe.loads(path.read_text())
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
