@@ -104,7 +104,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"python benchmarks/bench_threads.py --rounds {args.rounds} --steps {args.steps}")
-    print("| workload | threads | one core busy | median | × 1 thread quiet |\n|---|---|---|---|---|")
+    print("| workload | threads | one more core busy | median | × 1 thread, no busy core |\n|---|---|---|---|---|")
     for name, unit in (("mobile", "s wall"), ("text", "s per step")):
         table = rows[name]
         if not table:
