@@ -75,7 +75,6 @@ def train_student(
     aug = cfg.augment
     n_train = len(train)
     probe_batch = task.trim(task.to_torch({k: v[: min(4, n_train)] for k, v in train.inputs.items()}))
-    workers = None  # the data config's `workers`, carried by a streamed split's columns (see data.loader)
 
     def probe(model: nn.Module) -> object:
         return task.forward(model, probe_batch)
@@ -151,7 +150,7 @@ def train_student(
             outputs[k], info = load_or_build(teacher, train, cfg.cache, cache_dir, task=task,
                                              temperature=cfg.temperature, settings=settings, seed=seed,
                                              transform=transform, input_transform=ShiftInputs(aug, n_train, seed)
-                                             if moved else None, epoch=epoch, workers=workers)
+                                             if moved else None, epoch=epoch)
             cache_events.append({"teacher": k, "epoch": epoch, **info})
 
     if not moved:
@@ -211,7 +210,7 @@ def train_student(
         result = fit(student, train, data.val, compute_loss, cfg.train, batch_size=batch_size, seed=seed,
                      task=task, label=f"stage {ctx.index} (distill, {name})", checkpoint=checkpoint,
                      resume=ctx.resume, extra_params=list(connectors.parameters()), on_step=on_step,
-                     state={"temperature": temp}, transform=shift, workers=workers)
+                     state={"temperature": temp}, transform=shift)
     finally:
         for rec in (s_rec, t_rec):
             if rec is not None:
