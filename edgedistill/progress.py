@@ -116,9 +116,3 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             yield item
             if update is not None:
                 update(done)
-
-
-def log_line(text: str) -> None:
-    """One status line (e.g. an epoch's samples/s and data-wait share) on stderr where progress is shown."""
-    if enabled():
-        print(text, file=sys.stderr, flush=True)

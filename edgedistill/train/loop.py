@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..evaluate import torch_predictor
 from ..finite import describe, model_nonfinite
 from ..io import atomic_path
-from ..progress import log_line, track
+from ..progress import progress_callback
 from ..tasks import Task
 
 # compute_loss(model, inputs, targets, idx): `inputs` are the batch's named input tensors
@@ -232,53 +232,55 @@ def fit(
         return bool(cfg.patience and stale >= cfg.patience)
 
     stop, rows_read = False, 0
-    for epoch in track(epochs, f"{label}: epochs", total=len(epochs)):
-        model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        meter = Throughput()
-        g = epoch * steps_per_epoch
-        for got in meter.timed(batches(train, plan(epoch, order), workers=workers, transform=transform, seed=seed)):
-            g = got["step"]
-            batch = got["idx"]
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, g, total, warmup)
-            if on_step is not None:
-                on_step(epoch, g, total)
-            inputs = task.trim(got["inputs"])  # padding every row shares costs time, not results
-            with amp.autocast():
-                loss = compute_loss(net, inputs, got["targets"], batch)
-            loss = loss.float()
-            if not _finite_everywhere(loss, world):
-                raise diverged(f"loss became {loss.item()}", epoch, g - epoch * steps_per_epoch)
-            optimizer.zero_grad(set_to_none=True)
-            amp.backward(loss)
-            if world > 1:
-                _average_grads(extra_params or [], world)  # DDP syncs the model's gradients, not the adapters'
-            amp.unscale(optimizer)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            amp.step(optimizer)
-            bad = model_nonfinite(model, extra_params or [], trainable_only=True)
-            if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
-                raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, g - epoch * steps_per_epoch)
-            running += loss.item() * len(batch)
-            count += len(batch)
-            rows_read += len(batch)
-            meter.samples += len(batch) * world
-            last = g + 1 == total or g + 1 == (epoch + 1) * steps_per_epoch
-            if cfg.eval_every and ((g + 1) % cfg.eval_every == 0 or g + 1 == total):
-                stop = validate(epoch, g + 1, time.perf_counter() - epoch_start, meter)
-                model.train()
-            elif cfg.checkpoint_every and (g + 1) % cfg.checkpoint_every == 0 and not last:
-                save(epoch, g + 1)
+    with progress_callback(f"{label}: epochs", total=len(epochs)) as update:
+        for done, epoch in enumerate(epochs, start=1):
+            model.train()
+            epoch_start = time.perf_counter()
+            order = torch.randperm(n, generator=generator)
+            meter = Throughput()
+            g = epoch * steps_per_epoch
+            for got in meter.timed(batches(train, plan(epoch, order), workers=workers, transform=transform, seed=seed)):
+                g = got["step"]
+                batch = got["idx"]
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg, g, total, warmup)
+                if on_step is not None:
+                    on_step(epoch, g, total)
+                inputs = task.trim(got["inputs"])  # padding every row shares costs time, not results
+                with amp.autocast():
+                    loss = compute_loss(net, inputs, got["targets"], batch)
+                loss = loss.float()
+                if not _finite_everywhere(loss, world):
+                    raise diverged(f"loss became {loss.item()}", epoch, g - epoch * steps_per_epoch)
+                optimizer.zero_grad(set_to_none=True)
+                amp.backward(loss)
+                if world > 1:
+                    _average_grads(extra_params or [], world)  # DDP syncs the model's gradients, not the adapters'
+                amp.unscale(optimizer)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                amp.step(optimizer)
+                bad = model_nonfinite(model, extra_params or [], trainable_only=True)
+                if bad:  # e.g. BatchNorm statistics overflowing while the loss still looks finite
+                    raise diverged(f"weights became NaN or infinite ({describe(bad)})", epoch, g - epoch * steps_per_epoch)
+                running += loss.item() * len(batch)
+                count += len(batch)
+                rows_read += len(batch)
+                meter.samples += len(batch) * world
+                last = g + 1 == total or g + 1 == (epoch + 1) * steps_per_epoch
+                if cfg.eval_every and ((g + 1) % cfg.eval_every == 0 or g + 1 == total):
+                    stop = validate(epoch, g + 1, time.perf_counter() - epoch_start, meter)
+                    model.train()
+                elif cfg.checkpoint_every and (g + 1) % cfg.checkpoint_every == 0 and not last:
+                    save(epoch, g + 1)
+                if stop or g + 1 >= total:
+                    break
+            if not cfg.eval_every and not stop:
+                stop = validate(epoch, min(total, (epoch + 1) * steps_per_epoch), time.perf_counter() - epoch_start, meter)
+            if update is not None:  # samples/s and the data-wait share, on the bar or in the log's lines
+                update(done, status=meter.describe())
             if stop or g + 1 >= total:
                 break
-        if not cfg.eval_every and not stop:
-            stop = validate(epoch, min(total, (epoch + 1) * steps_per_epoch), time.perf_counter() - epoch_start, meter)
-        log_line(f"{label}: epoch {epoch + 1}/{n_epochs}: {meter.describe()}")
-        if stop or g + 1 >= total:
-            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_metric, best_epoch, len(history), history, resumed_from, world, best_step, rows_read)
