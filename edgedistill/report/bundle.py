@@ -335,7 +335,7 @@ def image_snippets(spec: Mapping, meta: Mapping, mobile_file: str) -> dict[str, 
 
 
 def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: dict, targets: list[Target],
-                 snippets: Snippets = image_snippets) -> Path:
+                 snippets: Snippets = image_snippets, extras: Sequence[Any] = ()) -> Path:
     """Fill `<run_dir>/bundle/` and return its path. Files are written atomically; the manifest goes last.
 
     `snippets(spec, meta, mobile_file)` writes `usage/<name>` files; the task supplies it (`Task.snippets`),
@@ -366,6 +366,11 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     mobile_file = "model.ort" if ort_targets else "model.onnx"
     for name, text in snippets(spec, dataset_meta, mobile_file).items():
         written.append(write_text(bdir / "usage" / name, text))
+    runtimes, cards = {}, []  # other runtimes' files (ExecuTorch's model.pte: report/bundle_executorch.py)
+    for extra in extras:
+        files_, runtimes[extra.key], card_part = extra.write(bdir, dataset_meta)
+        written += files_
+        cards.append(card_part)
 
     dep = (report.get("models") or {}).get("deployed") or {}
     tinfo = report.get("targets") or {}
@@ -394,6 +399,7 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
                          "engine_note": None if engines[t.name] else "not built: TensorRT or a GPU is missing here; "
                          "build it on the device (edgedistill doctor says why)"} if t.name in engines else {})}
                     for t in targets],
+        **({"runtimes": runtimes} if runtimes else {}),
         "versions": _versions(),
         "recipe": {"name": (report.get("recipe") or {}).get("name"), "sha256": (report.get("recipe") or {}).get("sha256")},
         "files": {},
@@ -401,7 +407,7 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     files = sorted({p.resolve() for p in written})
     manifest["files"] = {p.relative_to(bdir.resolve()).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in files}
-    card = model_card(manifest, report)
+    card = "\n".join([model_card(manifest, report), *cards])
     card_path = write_text(bdir / "MODEL_CARD.md", card)
     manifest["files"]["MODEL_CARD.md"] = {"sha256": sha256_file(card_path), "bytes": card_path.stat().st_size}
     manifest["integrity"] = _integrity(manifest)
@@ -462,6 +468,9 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
             problems += _run_once(bdir / model_file, manifest)
     if "model.onnx" not in files:
         problems.append(f"{MANIFEST}: model.onnx is not listed")
+    from .bundle_executorch import verify_runtimes
+
+    problems += verify_runtimes(bdir, manifest)  # model.pte: loaded and run in ExecuTorch
     return not problems, problems
 
 
