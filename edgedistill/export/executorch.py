@@ -13,7 +13,6 @@ the C++/Java/Swift runtime does not.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,9 @@ SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "f
 
 def executorch_status() -> tuple[bool, str]:
     """(usable, reason): the ExecuTorch Python runtime imports and has the XNNPACK backend compiled in."""
-    if importlib.util.find_spec("executorch") is None:
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
         return False, f'executorch is not installed (pip install "edgedistill[executorch]", executorch=={EXECUTORCH_PIN})'
     try:
         from executorch.runtime import Runtime

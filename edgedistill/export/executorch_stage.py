@@ -93,7 +93,7 @@ def run_executorch(state: ModelState, cfg: ExecuTorchConfig, ctx: RunContext) ->
                 batches = (task.feed(data.train, idx[i:i + cal.batch_size]) for i in range(0, len(idx), cal.batch_size))
                 model = quantize_pt2e(state.model, task, batches, per_channel=cfg.per_channel)
                 info = export_pte(model, path, task, delegate=delegate)
-                info["calibration"] = {"samples": int(len(idx)), "selection": cal.selection}
+                info["calibration"] = {"samples": len(idx), "selection": cal.selection}
             else:
                 info = export_pte(state.model, path, task, delegate=delegate)
             paths[precision], files[precision] = path, info
@@ -129,7 +129,6 @@ def run_executorch(state: ModelState, cfg: ExecuTorchConfig, ctx: RunContext) ->
 
 def top1_agreement(reference, candidate, split: Any, task: Any, batch_size: int = 256) -> float | None:
     """Share of samples where two predictors pick the same class (classification tasks; None otherwise)."""
-    import numpy as np
 
     if task.metric.name != "accuracy":
         return None

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Sequence
 
 import numpy as np
@@ -252,7 +253,7 @@ class PteRunner:
     `cfg["input_names"]` (the task's), else `input` for a single input."""
 
     # ExecuTorch ScalarType codes → the ONNX type names the feed code uses
-    TYPES = {0: "tensor(uint8)", 1: "tensor(int8)", 3: "tensor(int32)", 4: "tensor(int64)", 5: "tensor(float16)",
+    TYPES: typing.ClassVar[dict[int, str]] = {0: "tensor(uint8)", 1: "tensor(int8)", 3: "tensor(int32)", 4: "tensor(int64)", 5: "tensor(float16)",
              6: "tensor(float)", 7: "tensor(double)", 11: "tensor(bool)"}
 
     def __init__(self, path: str, cfg: dict) -> None:
