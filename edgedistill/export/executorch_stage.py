@@ -20,11 +20,19 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..config import Strict
-from ..quantize.stage import CalibrationConfig
 from ..stages import START, register_stage
 from ..state import ModelState, RunContext, StageRecord
 
 Precision = Literal["fp32", "int8"]
+
+
+class PteCalibration(Strict):
+    """int8 .pte: the samples the XNNPACK quantizer's min/max observers see (its config fixes the method)."""
+
+    samples: int = Field(256, ge=1, description="training samples run through the observers (a cap)")
+    selection: Literal["random", "balanced", "first"] = Field(
+        "balanced", description="random, class-balanced (round robin over labels), or the first N samples")
+    batch_size: int = Field(32, ge=1, le=65536, description="samples read per batch (each runs at batch 1)")
 
 
 class ExecuTorchConfig(Strict):
@@ -33,8 +41,8 @@ class ExecuTorchConfig(Strict):
     precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"],
                                         description=".pte files to build and measure (the keep policy picks one)")
     per_channel: bool = Field(True, description="int8: per-channel weight scales (XNNPACK's symmetric config)")
-    calibration: CalibrationConfig = Field(default_factory=lambda: CalibrationConfig(samples=256, selection="balanced"),
-                                           description="int8: training samples that set the activation ranges")
+    calibration: PteCalibration = Field(default_factory=PteCalibration,
+                                        description="int8: training samples that set the activation ranges")
     keep: Literal["quantized", "fastest", "smallest"] = Field(
         "fastest", description="which .pte ships: int8, the faster (timed in ExecuTorch), or the smaller")
     keep_max_drop: float | None = Field(
