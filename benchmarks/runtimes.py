@@ -1,6 +1,6 @@
 """ONNX Runtime vs ExecuTorch on the same students: accuracy, size and p50 latency at batch 1, one interleaved run.
 
-    python benchmarks/runtimes.py [--quick] [--runs N]
+    python benchmarks/run.py runtimes [--quick] [--runs N] [--reuse-run]
 
 For two students — the default recipe's (`mobile_executorch`: the `mobile` recipe plus an executorch stage) and
 the vision benchmark's architectures on MNIST (benchmarks/recipes/vision_executorch.yaml, bounded training) —
@@ -12,21 +12,17 @@ target (a fresh worker process per file, bursts interleaved, one thread, batch 1
 - ort_int8: the quantize stage's static int8 QDQ file (x86_vnni preset), ONNX Runtime;
 - pte_fp32 / pte_int8: the executorch stage's .pte files (XNNPACK; int8 from the PT2E XNNPACK quantizer).
 
-Also recorded: the ops each .pte leaves on portable kernels, and the int8 .pte's top-1 agreement with the float
-student on the test images. Writes benchmarks/results/runtimes.{json,md}. `--quick` shrinks epochs and runs:
-it keeps the script working; its numbers mean nothing.
+Also recorded: the ops each .pte leaves on portable kernels, and each .pte's top-1 agreement with the float
+student on the test images. run.py writes benchmarks/results/runtimes.{json,md}. `--quick` shrinks epochs and
+runs: it keeps the script working; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -89,37 +85,22 @@ def measure(label: str, recipe_name: str, overrides: list[str], run_dir: Path, r
             "teacher_metric": report["models"]["teacher"]["metric"]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from run import write_result
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--runs", type=int, default=None, help="timed runs per file (default 300; --quick 20)")
-    ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--reuse-run", action="store_true", help="re-measure the finished runs in the work folder")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
-    work = (args.work or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedistill" / "bench"
-            / "runtimes").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    runs = args.runs or (20 if args.quick else 300)
-    started = time.time()
+def run(data_root: Path, work: Path, *, quick: bool, runs: int | None, reuse_run: bool = False) -> dict[str, Any]:
+    """Both students: compress (or reuse the finished run), then score and time their four files."""
+    runs = runs or (20 if quick else 300)
     jobs = [("mobile", "mobile_executorch", []),
-            ("vision", str(HERE / "recipes" / "vision_executorch.yaml"), [f"data.path={args.data_root / 'mnist'}"])]
+            ("vision", str(HERE / "recipes" / "vision_executorch.yaml"), [f"data.path={data_root / 'mnist'}"])]
     parts = []
     for label, recipe, overrides in jobs:
-        extra = QUICK["mobile_executorch" if label == "mobile" else "vision"] if args.quick else []
-        run_dir = work / (label + ("_quick" if args.quick else ""))
-        if args.reuse_run and (run_dir / "report.json").exists():
+        extra = QUICK["mobile_executorch" if label == "mobile" else "vision"] if quick else []
+        run_dir = work / (label + ("_quick" if quick else ""))
+        if reuse_run and (run_dir / "report.json").exists():
             report = json.loads((run_dir / "report.json").read_text())
         else:
             report = compress(recipe, run_dir, [*overrides, *extra])
         parts.append((label, recipe, measure(label, recipe, [*overrides, *extra], run_dir, report, runs)))
     rows = [r for _, _, p in parts for r in p["rows"]]
-    result = {
-        "workload": "runtimes", "quick": args.quick,
+    return {
         "title": "the same students in ONNX Runtime (.onnx) and ExecuTorch (.pte, XNNPACK), fp32 and int8",
         "metric_name": "accuracy", "cpu": rows[0]["cpu"], "rows": rows,
         "tables": [{"title": None, "columns": {"b1": "b1"}}],
@@ -128,16 +109,4 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [n for _, _, p in parts for n in p["notes"]]
         + ["ratios ('× teacher' column) are to each student's ort_fp32 row, measured in the same interleaved run "
            "(x86_executorch target: ONNX files in ONNX Runtime, .pte files in ExecuTorch, one thread, batch 1)"],
-        "wall_s": round(time.time() - started, 1),
-        "command": "python benchmarks/runtimes.py" + (" --quick" if args.quick else "")
-        + (" --reuse-run" if args.reuse_run else ""),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
     }
-    js, md = write_result(result, args.out)
-    print(md.read_text())
-    print(f"wrote {js} and {md}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

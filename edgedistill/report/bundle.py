@@ -137,11 +137,25 @@ def _dims(meta: Mapping, spec: Mapping) -> list[int]:
     return [d if isinstance(d, int) else 1 for d in spec["inputs"][0]["shape"][1:]]
 
 
-def kotlin_snippet(spec: Mapping, meta: Mapping, model_file: str) -> str:
-    pre, dims = _pre(meta), _dims(meta, spec)
-    per_channel = math.prod(dims[1:]) or 1  # dims are (channels, ...) without the batch
+def kotlin_preprocess(meta: Mapping, per_channel: int) -> str:
+    """The Kotlin class members every Android snippet shares: preprocessing constants, labels, `preprocess`."""
+    pre = _pre(meta)
     mean = ", ".join(f"{m}f" for m in pre["mean"]) or "0f"
     std = ", ".join(f"{s}f" for s in pre["std"]) or "1f"
+    return f'''    private val scale = {pre["scale"]}f
+    private val mean = floatArrayOf({mean})
+    private val std = floatArrayOf({std})
+    val labels = listOf({", ".join(json.dumps(str(c)) for c in meta.get("class_labels") or [])})
+
+    private fun preprocess(raw: FloatArray) = FloatArray(raw.size) {{ i ->
+        val c = (i / {per_channel}).coerceAtMost(mean.size - 1)
+        (raw[i] * scale - mean[c]) / std[c]
+    }}'''
+
+
+def kotlin_snippet(spec: Mapping, meta: Mapping, model_file: str) -> str:
+    dims = _dims(meta, spec)
+    per_channel = math.prod(dims[1:]) or 1  # dims are (channels, ...) without the batch
     return f'''// Android, with the ONNX Runtime mobile package:
 //   implementation("com.microsoft.onnxruntime:onnxruntime-android:latest.release")
 // Put {model_file} in src/main/assets/.  Usage:
@@ -157,16 +171,10 @@ class EdgeModel(modelBytes: ByteArray) : AutoCloseable {{
     private val session: OrtSession =
         env.createSession(modelBytes, OrtSession.SessionOptions().apply {{ setIntraOpNumThreads(4) }})
     private val shape = longArrayOf(1, {", ".join(f"{d}L" for d in dims)})
-    private val scale = {pre["scale"]}f
-    private val mean = floatArrayOf({mean})
-    private val std = floatArrayOf({std})
-    val labels = listOf({", ".join(json.dumps(str(c)) for c in meta.get("class_labels") or [])})
+{kotlin_preprocess(meta, per_channel)}
 
     fun predict(raw: FloatArray): String {{
-        val x = FloatArray(raw.size) {{ i ->
-            val c = (i / {per_channel}).coerceAtMost(mean.size - 1)
-            (raw[i] * scale - mean[c]) / std[c]
-        }}
+        val x = preprocess(raw)
         OnnxTensor.createTensor(env, FloatBuffer.wrap(x), shape).use {{ input ->
             session.run(mapOf("{spec["inputs"][0]["name"]}" to input)).use {{ out ->
                 @Suppress("UNCHECKED_CAST")

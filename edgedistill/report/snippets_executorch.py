@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .bundle import _pre
+from .bundle import _pre, kotlin_preprocess
 
 ANDROID_PACKAGE = "org.pytorch:executorch-android"
 SWIFT_PACKAGE = "https://github.com/pytorch/executorch"
@@ -76,11 +76,8 @@ if __name__ == "__main__":
 
 
 def kotlin_snippet(spec: Mapping[str, Any], meta: Mapping[str, Any], version: str) -> str:
-    pre = _pre(meta)
     inp, out, shape = _image_io(spec)
     per_channel = math.prod(shape[2:]) or 1
-    mean = ", ".join(f"{m}f" for m in pre["mean"]) or "0f"
-    std = ", ".join(f"{s}f" for s in pre["std"]) or "1f"
     return f'''// Android, with ExecuTorch (XNNPACK delegate included in the AAR):
 //   implementation("{ANDROID_PACKAGE}:{version}")
 // Copy model.pte from the app's assets to filesDir once (Module.load takes a file path).  Usage:
@@ -94,16 +91,10 @@ import org.pytorch.executorch.Tensor
 class EdgeModel(modelPath: String) : AutoCloseable {{
     private val module: Module = Module.load(modelPath)
     private val shape = longArrayOf({", ".join(f"{d}L" for d in shape)})
-    private val scale = {pre["scale"]}f
-    private val mean = floatArrayOf({mean})
-    private val std = floatArrayOf({std})
-    val labels = listOf({", ".join(json.dumps(str(c)) for c in meta.get("class_labels") or [])})
+{kotlin_preprocess(meta, per_channel)}
 
     fun predict(raw: FloatArray): String {{
-        val x = FloatArray(raw.size) {{ i ->
-            val c = (i / {per_channel}).coerceAtMost(mean.size - 1)
-            (raw[i] * scale - mean[c]) / std[c]
-        }}
+        val x = preprocess(raw)
         val input = Tensor.fromBlob(x, shape)
         val scores = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray
         val best = scores.indices.maxByOrNull {{ scores[it] }} ?: 0
