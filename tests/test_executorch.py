@@ -282,3 +282,24 @@ def test_kotlin_and_swift_snippets_match_the_manifest(et_run):
     assert got["swift"]["labels"] == manifest["class_labels"]
     assert {"usage/executorch/EdgeModel.kt", "usage/executorch/EdgeModel.swift",
             "usage/executorch/predict.py"} <= set(manifest["files"])
+
+
+@pytest.mark.slow
+def test_verify_without_executorch_says_so_instead_of_passing(et_run):
+    code = ("import sys; sys.modules['executorch'] = None\n"
+            f"sys.argv = ['edgedistill', 'verify', {str(et_run / 'bundle')!r}]\n"
+            "from edgedistill.cli.main import main\n"
+            "main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "model.pte" in proc.stderr and "pip install executorch==1.5.1" in proc.stderr and "intact" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_cli_evaluate_scores_the_pte_in_executorch_as_the_report_did(et_run):
+    report = json.loads((et_run / "report.json").read_text())
+    proc = run_cli("evaluate", str(et_run / "bundle" / "model.pte"), "--data", "digits", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["measured_on"] == "executorch" and out["samples"] == 360
+    assert out["metric"]["value"] == pytest.approx(report["models"]["deployed_executorch"]["metric"], abs=1e-12)

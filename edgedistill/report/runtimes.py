@@ -60,15 +60,25 @@ def _executorch_version() -> str | None:
     return str(__version__)
 
 
+def file_runtime(path: Path) -> str:
+    """The runtime an exported file is scored in: its suffix says (.pte: ExecuTorch, else ONNX Runtime)."""
+    return "executorch" if Path(path).suffix == ".pte" else "onnxruntime"
+
+
+def predictor(path: Path, task: Task):
+    """`predict({name: array}) -> {name: array}` for an exported file, in its own runtime."""
+    if file_runtime(path) == "executorch":
+        from ..export.executorch import pte_predictor
+
+        return pte_predictor(path, task)
+    from ..evaluate import onnx_predictor
+
+    return onnx_predictor(path, output_names=task.output_names)
+
+
 def score_file(path: Path, split: Any, task: Task) -> float:
     """The task's metric of an exported file, run in the runtime its suffix names (one scoring path)."""
-    if Path(path).suffix == ".pte":
-        from ..export.executorch import evaluate_pte
-
-        return evaluate_pte(path, split, task)
-    from ..evaluate import evaluate_onnx
-
-    return evaluate_onnx(path, split, task)
+    return task.score(predictor(path, task), split)
 
 
 def files_for_target(files: Mapping[str, Path], target: Target, batch: int) -> dict[str, Path]:
@@ -79,7 +89,9 @@ def files_for_target(files: Mapping[str, Path], target: Target, batch: int) -> d
 
 
 def runtime_of(path: Path, target: Target) -> str:
-    return "executorch" if Path(path).suffix == ".pte" else ("tensorrt" if target.runtime == "tensorrt" else "onnxruntime")
+    """The runtime a file is timed in on `target` (ONNX files run in TensorRT on a TensorRT target)."""
+    runtime = file_runtime(path)
+    return "tensorrt" if runtime == "onnxruntime" and target.runtime == "tensorrt" else runtime
 
 
 def model_options(files: Mapping[str, Path], task: Task) -> dict[str, dict[str, Any]]:
