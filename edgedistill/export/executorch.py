@@ -43,12 +43,11 @@ def executorch_status() -> tuple[bool, str]:
     except ImportError:
         return False, f'executorch is not installed (pip install "edgedistill[executorch]", executorch=={EXECUTORCH_PIN})'
     try:
-        from executorch.runtime import Runtime
-
-        runtime = Runtime.get()
+        import torch  # noqa: F401  (the runtime's extension links libtorch)
+        from executorch.extension.pybindings import _C
     except Exception as exc:  # a broken install is "unusable, and why", never a crash
         return False, f"executorch does not load here ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-    if not runtime.backend_registry.is_available("XnnpackBackend"):
+    if not _C._is_available("XnnpackBackend"):
         return False, "this executorch build has no XNNPACK backend"
     from executorch.version import __version__
 
@@ -166,29 +165,17 @@ def export_pte(model: nn.Module, path: str | Path, task: Task, *, delegate: str 
 
 
 # ---------------------------------------------------------------------------------------------- running
-_THREADS: list[int] = []  # the threadpool size this process last set (resetting it logs a line each time)
-
-
-def _runtime(threads: int | None):
-    from executorch.runtime import Runtime
-
-    if threads and _THREADS[-1:] != [int(threads)]:
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-        _unsafe_reset_threadpool(int(threads))
-        _THREADS.append(int(threads))
-    return Runtime.get()
-
-
 def load_method(path: str | Path, threads: int | None = 1):
-    """The `forward` method of a .pte, on a runtime whose threadpool has `threads` threads."""
-    program = _runtime(threads).load_program(Path(path))
-    return program.load_method("forward")
+    """The `forward` method of a .pte, on a runtime whose threadpool has `threads` threads (the probe's loader,
+    so scoring, verifying and timing open a file the same way)."""
+    from ..profile.probe import load_pte
+
+    return load_pte(str(path), threads)
 
 
 def pte_io(method: Any) -> dict[str, list[dict[str, Any]]]:
     """Shapes and dtypes of the method's inputs and outputs, as the file declares them (names are the task's)."""
-    meta = method.metadata
+    meta = method.method_meta()
 
     def info(t: Any) -> dict[str, Any]:
         return {"shape": [int(d) for d in t.sizes()], "dtype": SCALAR_TYPES.get(int(t.dtype()), str(t.dtype()))}
@@ -209,7 +196,7 @@ def pte_predictor(path: str | Path, task: Task, threads: int | None = 1):
         rows = len(batch[names_in[0]])
         outs: list[list[np.ndarray]] = []
         for i in range(rows):
-            got = method.execute([torch.from_numpy(np.ascontiguousarray(batch[n][i:i + 1])) for n in names_in])
+            got = method([torch.from_numpy(np.ascontiguousarray(batch[n][i:i + 1])) for n in names_in])
             outs.append([o.detach().numpy().copy() for o in got])
         return {n: np.concatenate([o[j] for o in outs]) for j, n in enumerate(names_out[: len(outs[0]) if outs else 0])}
 

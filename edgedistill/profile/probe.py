@@ -257,14 +257,11 @@ class PteRunner:
              6: "tensor(float)", 7: "tensor(double)", 11: "tensor(bool)"}
 
     def __init__(self, path: str, cfg: dict) -> None:
-        import torch  # ExecuTorch's Python runtime links libtorch and needs it loaded first
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
+        import torch
 
         self.torch = torch
-        _unsafe_reset_threadpool(int(cfg.get("threads", 1)))
-        self.method = Runtime.get().load_program(path).load_method("forward")
-        meta = self.method.metadata
+        self.method = load_pte(path, int(cfg.get("threads", 1)))
+        meta = self.method.method_meta()
         n = meta.num_inputs()
         names = list(cfg.get("input_names") or (["input"] if n == 1 else [f"input_{i}" for i in range(n)]))
         self._inputs = [(names[i], [int(d) for d in meta.input_tensor_meta(i).sizes()],
@@ -282,7 +279,22 @@ class PteRunner:
         if feed is not self._fed:  # the same arrays every call: wrap them once (zero-copy)
             self._tensors = [self.torch.from_numpy(np.ascontiguousarray(feed[name])) for name, _, _ in self._inputs]
             self._fed = feed
-        self.method.execute(self._tensors)
+        self.method(self._tensors)
+
+
+def load_pte(path: str, threads: int | None = None):
+    """The `forward` method of a .pte in ExecuTorch's runtime, on a threadpool of `threads` threads.
+
+    The runtime's C extension is imported directly, after torch (it links libtorch): the public
+    `executorch.runtime` module also imports the exporter, about 10 s more per process on these machines.
+    Verification is InternalConsistency, as `executorch.runtime.Runtime.load_program` does by default."""
+    import torch  # noqa: F401
+    from executorch.extension.pybindings import _C
+
+    if threads and _C._threadpool_get_thread_count() != int(threads):
+        _C._unsafe_reset_threadpool(int(threads))
+    program = _C._load_program(str(path), program_verification=_C.Verification.InternalConsistency)
+    return program.load_method("forward")
 
 
 def open_runner(path: str, cfg: dict, profile_prefix: str | None = None):

@@ -119,7 +119,7 @@ def _run_pte_once(path: Path, entry: Mapping[str, Any]) -> list[str]:
     import torch
 
     try:
-        method.execute([torch.from_numpy(np.zeros(v["shape"], dtype=v["dtype"])) for v in io["inputs"]])
+        method([torch.from_numpy(np.zeros(v["shape"], dtype=v["dtype"])) for v in io["inputs"]])
     except Exception as exc:  # a run failure is damage too
         return [f"{path.name}: fails to run ({str(exc).splitlines()[0][:200]})"]
     return []
