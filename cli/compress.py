@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
+
+from edgedistill import STARTED
 
 from .main import cli, import_option
 
@@ -17,9 +20,12 @@ from .main import cli, import_option
 @click.option("--resume", is_flag=True, help="skip stages that already finished in the run directory")
 @click.option("--overwrite", is_flag=True, help="replace the results of an earlier run in the run directory")
 @click.option("--json", "as_json", is_flag=True, help="print report.json to stdout instead of the summary")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="threads for training, scoring and calibration (default: the recipe's `threads`, else "
+                   "OMP_NUM_THREADS, else half the usable CPUs)")
 @import_option
 def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resume: bool, overwrite: bool,
-             as_json: bool) -> None:
+             as_json: bool, threads: int | None) -> None:
     """Run a recipe: teacher → distill → prune → quantize → export, then evaluate and profile the exported file.
 
     A run directory holding an earlier run's results needs --resume or --overwrite. Exit code 0 when every gate
@@ -29,15 +35,13 @@ def compress(recipe_name: str, out: str | None, overrides: tuple[str, ...], resu
     from edgedistill.report.summary import format_summary
 
     recipe = load_recipe(recipe_name, list(overrides))
-    result = run_pipeline(recipe, out, resume=resume, overwrite=overwrite)
+    result = run_pipeline(recipe, out, resume=resume, overwrite=overwrite, threads_flag=threads)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
-        if result.skipped_stages:
-            click.echo(f"resumed: skipped finished stages {', '.join(result.skipped_stages)}")
         for note in result.notes:
             click.echo(note)
-        click.echo(format_summary(result.report, str(result.run_dir)))
+        click.echo(format_summary(result.report, str(result.run_dir), wall_seconds=time.monotonic() - STARTED))
     raise SystemExit(0 if result.report["passed"] else 1)
 
 

@@ -31,7 +31,11 @@ def targets(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document and nothing else")
 def doctor(probe: bool, extra: tuple[str, ...], as_json: bool) -> None:
     """Which runtimes, execution providers, extras and targets are usable on this machine, and why not."""
-    from edgedistill.doctor import diagnose, render
+    from edgedistill.doctor import diagnose, diagnose_parts, render_part
 
-    report = diagnose(extra_targets=list(extra), probe_remote=probe)
-    click.echo(json.dumps(report) if as_json else render(report))
+    if as_json:
+        click.echo(json.dumps(diagnose(extra_targets=list(extra), probe_remote=probe)))
+        return
+    for part in diagnose_parts(extra_targets=list(extra), probe_remote=probe):
+        for line in render_part(part):
+            click.echo(line)

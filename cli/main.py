@@ -122,6 +122,10 @@ for _name in COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point. `--debug` is accepted anywhere on the command line."""
+    from edgedistill import quiet, threads
+
+    quiet.install()
+    threads.apply(threads.resolve(), import_torch=False)  # compress refines it from --threads and the recipe
     args = sys.argv[1:]
     if "--debug" in args:
         args = [a for a in args if a != "--debug"]

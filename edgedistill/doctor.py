@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import importlib.util
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 from . import __version__
@@ -40,12 +42,18 @@ def _version(dist: str) -> str | None:
 
 
 def _extra(mod: str, dist: str, what: str, fix: str) -> dict[str, Any]:
+    """Installed or not, found without importing: importing torch, transformers and friends took most of
+    doctor's 46 s on a busy machine, and doctor should answer in seconds."""
     try:
-        importlib.import_module(mod)
-        return {"name": dist, "usable": True, "version": _version(dist), "enables": what, "reason": "installed"}
-    except Exception as exc:  # ImportError, or a broken install that raises something else on import
-        return {"name": dist, "usable": False, "version": _version(dist), "enables": what,
-                "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}; {fix}"}
+        found = importlib.util.find_spec(mod) is not None
+    except (ImportError, ValueError) as exc:  # a broken parent package
+        found, why = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    else:
+        why = f"No module named '{mod}'"
+    version = _version(dist)
+    if found:
+        return {"name": dist, "usable": True, "version": version, "enables": what, "reason": "installed"}
+    return {"name": dist, "usable": False, "version": version, "enables": what, "reason": f"{why}; {fix}"}
 
 
 def _probe_ssh(t: Target) -> tuple[bool, str]:
@@ -64,10 +72,24 @@ def _probe_ssh(t: Target) -> tuple[bool, str]:
 
 def diagnose(extra_targets: list[str] | None = None, probe_remote: bool = False) -> dict[str, Any]:
     """Everything doctor prints, as a dict (the --json document)."""
+    report: dict[str, Any] = {}
+    for part in diagnose_parts(extra_targets, probe_remote):
+        report.update(part)
+    return report
+
+
+def diagnose_parts(extra_targets: list[str] | None = None, probe_remote: bool = False) -> Iterator[dict[str, Any]]:
+    """The report in the order doctor prints it, one part as soon as it is known (a slow ssh probe or import
+    then shows where doctor is, instead of a silent wait)."""
+    flags = set(cpu_flags())
+    yield {"edgedistill": __version__, "python": platform.python_version(), "machine": platform.machine(),
+           "cpu": cpu_name(), "cpu_flags": [f for f in ISA_FLAGS if f in flags]}
+    gpu_ok, gpu_why = nvidia_gpu()
+    yield {"gpu": {"usable": gpu_ok, "reason": gpu_why},
+           "ssh_client": {"usable": bool(shutil.which("ssh")),
+                          "reason": shutil.which("ssh") or "no ssh client: apt-get install openssh-client"}}
     import onnxruntime as ort
 
-    flags = set(cpu_flags())
-    gpu_ok, gpu_why = nvidia_gpu()
     all_providers = ort.get_all_providers()
     have = set(ort.get_available_providers())
     providers = [{"name": p, "usable": p in have,
@@ -75,6 +97,8 @@ def diagnose(extra_targets: list[str] | None = None, probe_remote: bool = False)
                  for p in all_providers if p in have or p in (
                      "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",
                      "CoreMLExecutionProvider", "NnapiExecutionProvider", "XnnpackExecutionProvider")]
+    yield {"onnxruntime": {"version": ort.__version__, "providers": providers}}
+    yield {"extras": [_extra(*e) for e in EXTRAS]}
     targets = []
     names = [*builtin_target_names(), *(extra_targets or [])]
     for name in names:
@@ -83,34 +107,36 @@ def diagnose(extra_targets: list[str] | None = None, probe_remote: bool = False)
         if ok and t.remote and probe_remote:
             ok, why = _probe_ssh(t)
         targets.append(describe(t, ok, why))
-    return {
-        "edgedistill": __version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu": cpu_name(),
-        "cpu_flags": [f for f in ISA_FLAGS if f in flags],
-        "gpu": {"usable": gpu_ok, "reason": gpu_why},
-        "onnxruntime": {"version": ort.__version__, "providers": providers},
-        "ssh_client": {"usable": bool(shutil.which("ssh")),
-                       "reason": shutil.which("ssh") or "no ssh client: apt-get install openssh-client"},
-        "extras": [_extra(*e) for e in EXTRAS],
-        "targets": targets,
-    }
+    yield {"targets": targets}
 
 
 def render(report: dict[str, Any]) -> str:
+    """The whole report as text (the parts rendered in order)."""
+    return "\n".join(render_part(report))
+
+
+def render_part(part: dict[str, Any]) -> list[str]:
+    """The text lines of one part of the report (doctor prints each as soon as it is known)."""
     ok = lambda u: "ok " if u else "-- "  # noqa: E731
-    lines = [f"edgedistill {report['edgedistill']}  python {report['python']}  {report['machine']}",
-             f"cpu: {report['cpu']}  [{' '.join(report['cpu_flags']) or 'no int8 ISA flags'}]",
-             f"gpu: {ok(report['gpu']['usable'])}{report['gpu']['reason']}",
-             f"ssh: {ok(report['ssh_client']['usable'])}{report['ssh_client']['reason']}",
-             f"onnxruntime {report['onnxruntime']['version']} providers:"]
-    lines += [f"  {ok(p['usable'])}{p['name']}" + ("" if p["usable"] else f"  ({p['reason']})")
-              for p in report["onnxruntime"]["providers"]]
-    lines.append("packages:")
-    lines += [f"  {ok(e['usable'])}{e['name']:<14} {e['version'] or '':<10} {e['enables']}"
-              + ("" if e["usable"] else f"\n       why not: {e['reason']}") for e in report["extras"]]
-    lines.append("targets:")
-    lines += [f"  {ok(t['usable'])}{t['name']:<16} {t['runtime']:<11} {t['precision']:<5} {t['reason']}"
-              for t in report["targets"]]
-    return "\n".join(lines)
+    lines: list[str] = []
+    if "edgedistill" in part:
+        lines.append(f"edgedistill {part['edgedistill']}  python {part['python']}  {part['machine']}")
+    if "cpu" in part:
+        lines.append(f"cpu: {part['cpu']}  [{' '.join(part['cpu_flags']) or 'no int8 ISA flags'}]")
+    if "gpu" in part:
+        lines.append(f"gpu: {ok(part['gpu']['usable'])}{part['gpu']['reason']}")
+    if "ssh_client" in part:
+        lines.append(f"ssh: {ok(part['ssh_client']['usable'])}{part['ssh_client']['reason']}")
+    if "onnxruntime" in part:
+        lines.append(f"onnxruntime {part['onnxruntime']['version']} providers:")
+        lines += [f"  {ok(p['usable'])}{p['name']}" + ("" if p["usable"] else f"  ({p['reason']})")
+                  for p in part["onnxruntime"]["providers"]]
+    if "extras" in part:
+        lines.append("packages:")
+        lines += [f"  {ok(e['usable'])}{e['name']:<14} {e['version'] or '':<10} {e['enables']}"
+                  + ("" if e["usable"] else f"\n       why not: {e['reason']}") for e in part["extras"]]
+    if "targets" in part:
+        lines.append("targets:")
+        lines += [f"  {ok(t['usable'])}{t['name']:<16} {t['runtime']:<11} {t['precision']:<5} {t['reason']}"
+                  for t in part["targets"]]
+    return lines

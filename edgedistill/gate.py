@@ -1,21 +1,27 @@
 """The CI gate: compare a run's report.json against a baseline's and fail on regressions only.
 
-Tolerances come from the recipe (`recipe.resolved.gates`: accuracy_drop, size_growth, latency_growth,
-min_metric), overridable from the command line. Accuracy and size are read from the reports. Latency is
-never read from them: milliseconds measured on two machines (or two moments on one shared machine) differ
-by 20–50 % with no change to the model. Instead both artifacts are re-profiled here, side by side, in
-interleaved bursts (a fresh process each, renewed over 3 rounds: one process can run an identical file
-10-25% slower for its whole life), and the gate compares current/baseline as the median over bursts of
-the ratio of burst minima (profile/compare.py says why minima).
+What it trusts from the candidate: nothing it can measure itself, and no tolerance at all.
+- **Tolerances** come from the baseline's recipe or the CI's policy file, with defaults for metric, size and
+  latency (gate_policy.py); the candidate's own `gates:` are ignored, so a change cannot relax its own review.
+- **Size** is measured from the candidate's file on disk (external data included), not read from its report.
+- **Latency** is never read from the reports: milliseconds measured on two machines (or two moments on one
+  shared machine) differ by 20–50 % with no change to the model. Both artifacts are re-profiled here, side by
+  side, in interleaved bursts (a fresh process each, renewed over 3 rounds: one process can run an identical
+  file 10-25% slower for its whole life), on every target the *baseline* profiled, with the baseline's batch
+  size and threads; the gate compares current/baseline as the median over bursts of the ratio of burst
+  minima (profile/compare.py says why minima). A target that cannot run here is reported; in strict mode it
+  fails the check.
+- **The metric** is read from the report (the gate has no data set), tied to the file by its sha256 and
+  checked against the metric's range (an accuracy lies in [0, 1]).
 
 The gate fails closed: a report without a finite deployed metric or a positive size, an artifact that is
 missing or is not the file the report was measured on (its sha256, recorded in report.json), or two reports
-of different tasks or metrics are bad input (exit 2), never a skipped check that passes.
+of different tasks or metrics are bad input (exit 2), never a skipped check that passes. Every comparison is
+printed with its limit and where the limit came from, including the ones that are not gated.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -23,40 +29,55 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import jsonsafe
 from .errors import UserError
-from .io import sha256_file, write_text
+from .gate_policy import GATE_KEYS, Policy, metric_range, resolve_policy
+from .io import file_size_mb, sha256_file, write_text
 
 if TYPE_CHECKING:
     from .target import Target
 
-GATE_KEYS = ("accuracy_drop", "size_growth", "latency_growth", "min_metric")
+__all__ = ["GATE_KEYS", "GateReport", "GateResult", "check", "load_report", "write_junit", "write_junit_error"]
+EPS = 1e-12
 
 
 @dataclass
 class GateResult:
+    """One comparison. `gated` False: printed for the record, no limit applies; `skipped`: could not be made."""
+
     name: str
     limit: float | None
     value: float | None
     passed: bool
     skipped: bool = False
     detail: str = ""
+    source: str = ""
+    gated: bool = True
 
     def line(self) -> str:
-        word = "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
-        return f"{word} {self.name}: {self.detail}"
+        word = "INFO" if not self.gated else "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
+        return f"{word} {self.name}: {self.detail}" + (f" [limit from {self.source}]" if self.source and self.gated
+                                                         else "")
 
 
 @dataclass
 class GateReport:
     results: list[GateResult] = field(default_factory=list)
     tolerances: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    strict: bool = False
 
     @property
     def passed(self) -> bool:
-        return all(r.passed or r.skipped for r in self.results)
+        return all(r.passed or r.skipped or not r.gated for r in self.results)
+
+    @property
+    def failures(self) -> list[GateResult]:
+        return [r for r in self.results if r.gated and not r.passed and not r.skipped]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "tolerances": self.tolerances, "gates": [asdict(r) for r in self.results]}
+        return {"passed": self.passed, "strict": self.strict, "tolerances": self.tolerances,
+                "tolerance_sources": self.sources, "gates": [asdict(r) for r in self.results]}
 
 
 def load_report(path: str | Path, flag: str) -> dict[str, Any]:
@@ -67,8 +88,8 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
     if not path.is_file():
         raise UserError("report not found", where=str(path), fix=f"pass {flag} a run's report.json (or its run dir)")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report = jsonsafe.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:  # (JSONDecodeError, UnicodeDecodeError and too deep are ValueErrors)
         raise UserError(f"not valid JSON: {exc}", where=str(path), fix="pass an edgedistill report.json") from exc
     if not isinstance(report, dict) or report.get("schema_version") != 1:
         raise UserError("schema_version: expected 1", where=str(path), fix="pass an edgedistill report.json")
@@ -82,10 +103,29 @@ def load_report(path: str | Path, flag: str) -> dict[str, Any]:
               "models.deployed.size_mb": (dep.get("size_mb"), (int, float))}
     if isinstance(report.get("recipe"), dict):
         fields["recipe.resolved"] = (report["recipe"].get("resolved"), dict)
+        if isinstance(report["recipe"].get("resolved"), dict):
+            fields["recipe.resolved.gates"] = (report["recipe"]["resolved"].get("gates"), dict)
+    fields.update({f"models.deployed.{k}": (dep.get(k), str) for k in ("path", "sha256", "data_sha256")})
+    fields.update({"task": (report.get("task"), str)})
+    if isinstance(report.get("metric"), dict):
+        fields.update({"metric.name": (report["metric"].get("name"), str),
+                       "metric.higher_is_better": (report["metric"].get("higher_is_better"), bool)})
+    for group in ("targets", "models.deployed.latency"):  # each target's entry is a mapping too
+        entries = fields[group][0]
+        if isinstance(entries, dict):
+            fields.update({f"{group}.{k}": (v, dict) for k, v in entries.items()})
+    names = {dict: "a mapping", str: "a string", bool: "true or false"}
     for name, (value, kind) in fields.items():
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise UserError(f"{name}: expected {'a mapping' if kind is dict else 'a number'}, got {value!r:.60}",
+        numeric = kind == (int, float)
+        if value is not None and (not isinstance(value, kind) or (numeric and isinstance(value, bool))):
+            raise UserError(f"{name}: expected {names.get(kind, 'a number')}, got {value!r:.60}",
                             where=str(path), fix="pass an edgedistill report.json")
+    for target, lat in (dep.get("latency") or {}).items():  # the settings a re-profile reuses
+        for key in ("batch", "threads", "sequence"):
+            value = lat.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**20):
+                raise UserError(f"models.deployed.latency.{target}.{key}: expected a positive integer, got {value!r:.60}",
+                                where=str(path), fix="pass an edgedistill report.json")
     _require_evidence(dep, str(path))
     report["_path"] = str(path.resolve())
     return report
@@ -143,72 +183,77 @@ def same_task(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> None:
                         fix="compare runs of the same task and metric, or pass --allow-different-task if you mean it")
 
 
-def tolerances(current: Mapping, baseline: Mapping, overrides: Mapping[str, float | None]) -> dict[str, float]:
-    """The recipe's gates (current run's, else the baseline's), with non-None overrides on top."""
-    out: dict[str, float] = {}
-    for rep in (baseline, current):  # current wins
-        gates = ((rep.get("recipe") or {}).get("resolved") or {}).get("gates") or {}
-        if not isinstance(gates, dict):
-            raise UserError("recipe.resolved.gates: expected a mapping", where=rep["_path"],
-                            fix="re-run with a recipe whose gates section is a mapping")
-        for key in GATE_KEYS:
-            if gates.get(key) is not None:
-                out[key] = _number(gates[key], f"recipe.resolved.gates.{key}", rep["_path"])
-    for key, val in overrides.items():
-        if val is not None:
-            out[key] = _number(val, f"--{key.replace('_', '-')}", "command line")
-    for key in ("accuracy_drop", "size_growth", "latency_growth"):
-        if key in out and out[key] < 0:
-            raise UserError(f"{key} must not be negative", where=key, fix="tolerances are allowed worsening, >= 0")
-    return out
-
-
-def _number(v: Any, field_name: str, where: str) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        f = math.nan
-    if math.isnan(f):
-        raise UserError(f"{field_name}: expected a number, got {v!r}", where=where, fix="use e.g. 0.01")
-    return f
+def _metric_ranges(current: Mapping, baseline: Mapping) -> list[GateResult]:
+    """A metric outside its range (accuracy 2.0, 1e308) is not evidence: the candidate's fails the check, a
+    baseline's is bad input."""
+    name = (baseline.get("metric") or {}).get("name")
+    bounds = metric_range(name)
+    if bounds is None:
+        return [GateResult("metric_range", None, current["models"]["deployed"]["metric"], True, gated=False,
+                           detail=f"{name}: no known range, not checked")]
+    lo, hi = bounds
+    bm = baseline["models"]["deployed"]["metric"]
+    if not lo <= bm <= hi:
+        raise UserError(f"models.deployed.metric: {name} {bm!r:.30} is outside [{lo:g}, {hi:g}]",
+                        where=baseline["_path"], fix="pass the report of a real run as the baseline")
+    cm = current["models"]["deployed"]["metric"]
+    ok = lo <= cm <= hi
+    return [GateResult("metric_range", None, cm, ok, source="the metric's definition",
+                       detail=f"{name} {cm:.6g} {'lies in' if ok else 'is outside'} [{lo:g}, {hi:g}]")]
 
 
 def check(current: dict, baseline: dict, *, overrides: Mapping[str, float | None] | None = None,
+          policy: Policy | None = None, policy_file: Mapping[str, Any] | None = None, strict: bool | None = None,
           runs: int = 300, burst: int = 10, warmup: int = 20, rounds: int = 3,
           allow_different_task: bool = False) -> GateReport:
-    """Run every configured gate. Latency is re-measured here (see the module docstring)."""
+    """Compare `current` against `baseline` under the baseline's (or the policy's) tolerances.
+
+    Latency is re-measured here and size measured from the files (see the module docstring)."""
     if not allow_different_task:
         same_task(current, baseline)
-    for rep_ in (current, baseline):
-        verify_artifact(rep_)
-    tol = tolerances(current, baseline, overrides or {})
-    rep = GateReport(tolerances=tol)
+    cpath, bpath = verify_artifact(current), verify_artifact(baseline)
+    pol = policy or resolve_policy(baseline, policy_file, overrides, strict=strict)
+    tol, src = pol.limits, pol.sources
+    rep = GateReport(tolerances=dict(tol), sources=dict(src), strict=pol.strict)
     cur, base = current["models"]["deployed"], baseline["models"]["deployed"]
-    higher = bool((current.get("metric") or {}).get("higher_is_better", True))
-    mname = (current.get("metric") or {}).get("name", "metric")
-    cm, bm = cur.get("metric"), base.get("metric")
-    if "accuracy_drop" in tol:
-        lim = tol["accuracy_drop"]
-        drop = (bm - cm) if higher else (cm - bm)
-        rep.results.append(GateResult("accuracy_drop", lim, drop, drop <= lim + 1e-12,
-                                      detail=f"{mname} {bm:.4f} -> {cm:.4f}, drop {drop:+.4f} "
-                                             f"({'<=' if drop <= lim + 1e-12 else '>'} limit {lim:.4f})"))
+    higher = bool((baseline.get("metric") or {}).get("higher_is_better", True))
+    mname = (baseline.get("metric") or {}).get("name", "metric")
+    cm, bm = cur["metric"], base["metric"]
+    rep.results += _metric_ranges(current, baseline)
+
+    lim = tol["accuracy_drop"]
+    drop = (bm - cm) if higher else (cm - bm)
+    ok = drop <= lim + EPS
+    rep.results.append(GateResult("accuracy_drop", lim, drop, ok, source=src["accuracy_drop"], detail=(
+        f"{mname} {bm:.4f} -> {cm:.4f}, drop {drop:+.4f} ({'<=' if ok else '>'} limit {lim:.4f})")))
+
+    word = "minimum" if higher else "maximum"
     if "min_metric" in tol:
         lim = tol["min_metric"]
-        ok = cm >= lim if higher else cm <= lim
-        rep.results.append(GateResult("min_metric", lim, cm, ok, detail=f"{mname} {cm:.4f} "
-                                      f"{'meets' if ok else 'misses'} {'minimum' if higher else 'maximum'} {lim:.4f}"))
-    if "size_growth" in tol:
-        lim = tol["size_growth"]
-        cs, bs = cur["size_mb"], base["size_mb"]  # load_report made sure both are positive numbers
-        g = cs / bs - 1
-        rep.results.append(GateResult("size_growth", lim, g, g <= lim + 1e-12,
-                                      detail=f"{bs:.3f} MB -> {cs:.3f} MB, {g:+.1%} "
-                                             f"({'<=' if g <= lim + 1e-12 else '>'} limit {lim:+.1%})"))
-    if "latency_growth" in tol:
-        rep.results.extend(latency_gates(current, baseline, tol["latency_growth"], runs=runs, burst=burst, rounds=rounds,
-                                         warmup=warmup))
+        ok = cm >= lim - EPS if higher else cm <= lim + EPS
+        rep.results.append(GateResult("min_metric", lim, cm, ok, source=src["min_metric"], detail=(
+            f"{mname} {cm:.4f} {'meets' if ok else 'misses'} the {word} {lim:.4f} "
+            f"({'>=' if ok == higher else '<'} limit)")))
+    else:
+        rep.results.append(GateResult("min_metric", None, cm, True, gated=False, detail=(
+            f"{mname} {cm:.4f} (not gated: no {word} set by the baseline's recipe, the policy or the command line)")))
+
+    rep.results.append(_size_gate(cur, base, cpath, bpath, tol["size_growth"], src["size_growth"]))
+    rep.results.extend(latency_gates(current, baseline, tol["latency_growth"], runs=runs, burst=burst, rounds=rounds,
+                                     warmup=warmup, strict=pol.strict, source=src["latency_growth"]))
     return rep
+
+
+def _size_gate(cur: Mapping, base: Mapping, cpath: Path, bpath: Path, lim: float, source: str) -> GateResult:
+    """Sizes measured from the two files (external data included); a report's own size_mb is only quoted."""
+    cs, bs = file_size_mb(cpath), file_size_mb(bpath)
+    g = cs / bs - 1 if bs > 0 else math.inf
+    ok = g <= lim + EPS
+    claim = cur.get("size_mb")
+    note = (f"; the candidate's report claims {claim:.3f} MB" if isinstance(claim, (int, float))
+            and abs(claim - cs) > 0.01 * cs + 1e-6 else "")
+    return GateResult("size_growth", lim, g, ok, source=source, detail=(
+        f"{bs:.3f} MB -> {cs:.3f} MB measured on disk, {g:+.1%} ({'<=' if ok else '>'} limit {lim:+.1%}){note}"))
 
 
 def artifact_path(report: Mapping) -> Path:
@@ -236,61 +281,102 @@ def target_of(report: dict, name: str) -> Target:
                         fix="re-run the recipe with this edgedistill version") from exc
 
 
-def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, burst: int,
-                  warmup: int, rounds: int = 3) -> list[GateResult]:
-    """One result per target both reports profiled: interleaved re-profile ratio current/baseline - 1."""
+def _positive_int(value: Any, what: str, where: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{what}: expected a positive integer, got {value!r:.40}", where=where,
+                        fix="pass the report of a real run as the baseline")
+    return value
+
+
+def latency_gates(current: dict, baseline: dict, limit: float, *, runs: int, burst: int, warmup: int,
+                  rounds: int = 3, strict: bool = False, source: str = "") -> list[GateResult]:
+    """One result per target the baseline profiled: interleaved re-profile ratio current/baseline - 1.
+
+    The targets, batch sizes and threads are the baseline's: a candidate whose report drops a target, or
+    claims another batch size, is still timed the baseline's way. A target that cannot be measured here is a
+    SKIP, or a FAIL in strict mode."""
     from .profile import interleaved_ratio, profile_models
     from .target import availability
 
+    def unmeasured(name: str, why: str) -> GateResult:
+        word = "cannot be measured here (strict mode: a configured latency gate must be measured)" if strict else \
+            "not measured"
+        return GateResult(name, limit, None, not strict, skipped=not strict, source=source,
+                          detail=f"{word}: {why} (limit {limit:+.1%})")
+
     cur_lat = current["models"]["deployed"].get("latency") or {}
     base_lat = baseline["models"]["deployed"].get("latency") or {}
-    names = sorted(set(cur_lat) & set(base_lat))
-    if not names:
-        return [GateResult("latency_growth", limit, None, True, True, "no target was profiled in both reports")]
+    if not base_lat:
+        reasons = "; ".join(f"{t}: {(v or {}).get('reason')}" for t, v in (baseline.get("targets") or {}).items()
+                            if isinstance(v, dict))
+        return [unmeasured("latency_growth", "the baseline's report profiled no target"
+                           + (f" ({reasons})" if reasons else ""))]
     cpath, bpath = verify_artifact(current), verify_artifact(baseline)  # never skipped: a missing file is refused
     out = []
-    for name in names:
-        gname = f"latency_growth[{name}]"
+    for name in sorted(base_lat):
+        gname, entry = f"latency_growth[{name}]", base_lat[name]
+        where = f"{baseline['_path']}: models.deployed.latency.{name}"
+        if not isinstance(entry, dict):
+            raise UserError("expected a mapping", where=where, fix="pass the report of a real run as the baseline")
+        batch = _positive_int(entry.get("batch", 1), "batch", where)
+        threads = _positive_int(entry.get("threads"), "threads", where, optional=True)
+        sequence = _positive_int(entry.get("sequence"), "sequence", where, optional=True)
         try:
-            target = target_of(current, name)
+            target = target_of(baseline, name)
         except UserError as exc:
-            out.append(GateResult(gname, limit, None, True, True, f"target {name}: {exc.message}"))
+            out.append(unmeasured(gname, f"target {name}: {exc.message}"))
             continue
         ok, why = availability(target)
         if not ok:
-            out.append(GateResult(gname, limit, None, True, True, f"target not usable here: {why}"))
+            out.append(unmeasured(gname, f"target {name} is not usable on this machine: {why}"))
             continue
-        lat = cur_lat[name]
-        stats = profile_models({"baseline": bpath, "current": cpath}, target, batch=int(lat.get("batch", 1)),
-                               threads=lat.get("threads"), runs=runs, warmup=warmup, burst=burst, rounds=rounds,
-                               op_profile_runs=0, sequence=lat.get("sequence"))
+        stats = profile_models({"baseline": bpath, "current": cpath}, target, batch=batch, threads=threads,
+                               runs=runs, warmup=warmup, burst=burst, rounds=rounds, op_profile_runs=0,
+                               sequence=sequence)
         r = interleaved_ratio(stats["baseline"]["samples_ms"], stats["current"]["samples_ms"], burst)
         g = r["ratio"] - 1
         passed = g <= limit
-        out.append(GateResult(gname, limit, g, passed, detail=(
-            f"current/baseline {r['ratio']:.3f}x (median of burst-minimum ratios over {r['bursts']} interleaved "
-            f"bursts in {stats['current']['rounds']} rounds of fresh processes, IQR {r['q25']:.3f}-{r['q75']:.3f}; "
-            f"burst medians {r['ratio_median']:.3f}x; p50 {stats['baseline']['p50_ms']:.3f} -> "
-            f"{stats['current']['p50_ms']:.3f} ms), "
-            f"{g:+.1%} ({'<=' if passed else '>'} limit {limit:+.1%})")))
+        missing = "" if name in cur_lat else "; the candidate's report has no entry for this target, re-measured anyway"
+        out.append(GateResult(gname, limit, g, passed, source=source, detail=(
+            f"current/baseline {r['ratio']:.3f}x at batch {batch} (median of burst-minimum ratios over "
+            f"{r['bursts']} interleaved bursts in {stats['current']['rounds']} rounds of fresh processes, IQR "
+            f"{r['q25']:.3f}-{r['q75']:.3f}; burst medians {r['ratio_median']:.3f}x; p50 "
+            f"{stats['baseline']['p50_ms']:.3f} -> {stats['current']['p50_ms']:.3f} ms), "
+            f"{g:+.1%} ({'<=' if passed else '>'} limit {limit:+.1%}){missing}")))
     return out
 
 
-def write_junit(rep: GateReport, path: str | Path) -> Path:
-    """JUnit XML: one testcase per gate, so CI UIs show each regression with its numbers."""
-    suite = ET.Element("testsuite", name="edgedistill.check", tests=str(len(rep.results)),
-                       failures=str(sum(not r.passed and not r.skipped for r in rep.results)),
-                       skipped=str(sum(r.skipped for r in rep.results)), errors="0")
-    for r in rep.results:
-        case = ET.SubElement(suite, "testcase", classname="edgedistill.gate", name=r.name, time="0")
-        if r.skipped:
-            ET.SubElement(case, "skipped", message=r.detail)
-        elif not r.passed:
-            ET.SubElement(case, "failure", message=r.detail, type="regression").text = (
-                f"{r.name}: value {r.value} exceeds limit {r.limit}\n{r.detail}")
-        else:
-            ET.SubElement(case, "system-out").text = r.detail
+def _junit(cases: list[ET.Element], *, failures: int = 0, errors: int = 0, skipped: int = 0) -> str:
+    suite = ET.Element("testsuite", name="edgedistill.check", tests=str(len(cases)), failures=str(failures),
+                       errors=str(errors), skipped=str(skipped))
+    suite.extend(cases)
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
-    return write_text(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(rep: GateReport, path: str | Path) -> Path:
+    """JUnit XML: one testcase per comparison, so CI UIs show each regression with its numbers and limit."""
+    cases = []
+    for r in rep.results:
+        case = ET.Element("testcase", classname="edgedistill.gate", name=r.name, time="0")
+        text = r.detail + (f"\nlimit from {r.source}" if r.source and r.gated else "")
+        if r.skipped or not r.gated:
+            ET.SubElement(case, "skipped", message=r.detail)
+        elif not r.passed:
+            ET.SubElement(case, "failure", message=r.detail, type="regression").text = text
+        else:
+            ET.SubElement(case, "system-out").text = text
+        cases.append(case)
+    return write_text(path, _junit(cases, failures=len(rep.failures),
+                                   skipped=sum(r.skipped or not r.gated for r in rep.results)))
+
+
+def write_junit_error(message: str, path: str | Path, kind: str = "bad input") -> Path:
+    """JUnit XML for a check that could not compare (exit 2 or 3): one error testcase carrying the message."""
+    case = ET.Element("testcase", classname="edgedistill.gate", name="check", time="0")
+    ET.SubElement(case, "error", message=message.splitlines()[0][:500], type=kind).text = message
+    return write_text(path, _junit([case], errors=1))

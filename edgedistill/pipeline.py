@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import jsonsafe, threads
 from .crash import set_run_dir
 from .data import Dataset, load_dataset
 from .errors import UserError
 from .io import load_weights, save_weights, write_json, write_text
 from .models import build_model
 from .models.probe import probe_recipe
+from .progress import log_line
 from .recipe import Recipe
 from .rundir import claim
 from .stages import load_stages
@@ -52,12 +54,26 @@ def _load_record(stage_dir: Path, key: str) -> StageRecord | None:
     if not path.exists():
         return None
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        saved = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
-    if saved.get("key") != key:
+    if not isinstance(saved, dict) or saved.get("key") != key:
         return None
-    return StageRecord(**saved["record"])
+    try:
+        return StageRecord(**saved["record"])
+    except (KeyError, TypeError):  # a damaged record: the stage runs again
+        return None
+
+
+def _stage_json(path: Path) -> dict:
+    """A finished stage's own JSON file; a damaged one is bad input (the run folder was changed by hand)."""
+    try:
+        doc = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"unreadable: {exc}", where=str(path), fix="restore the run folder, or start again with --overwrite") from None
+    if not isinstance(doc, dict):
+        raise UserError("expected a JSON object", where=str(path), fix="restore the run folder, or start again with --overwrite")
+    return doc
 
 
 def _save_stage(stage_dir: Path, key: str, record: StageRecord, model, spec: dict, onnx: Path | None,
@@ -84,21 +100,28 @@ def _prepare_stage_dir(stage_dir: Path, key: str, keep: bool) -> bool:
 
 
 def _restore(stage_dir: Path, data: Dataset, task: Task, teacher=None):
-    spec = json.loads((stage_dir / "spec.json").read_text())
+    spec = _stage_json(stage_dir / "spec.json")
     model = build_model(spec, data.input_shape, data.num_classes, where=str(stage_dir / "spec.json"), task=task,
                         teacher=teacher)
     load_weights(model, stage_dir / "model.safetensors")
-    saved = json.loads((stage_dir / "record.json").read_text())
-    return model.eval(), spec, saved.get("onnx")
+    onnx = _stage_json(stage_dir / "record.json").get("onnx")
+    run_dir = stage_dir.parent.parent
+    if onnx is not None and (not isinstance(onnx, str) or not (run_dir / onnx).resolve().is_relative_to(run_dir.resolve())):
+        raise UserError(f"onnx: {str(onnx)[:80]!r} is not a file inside the run folder", where=str(stage_dir / "record.json"),
+                        fix="restore the run folder, or start again with --overwrite")
+    return model.eval(), spec, onnx
 
 
 def run_pipeline(recipe: Recipe, out_dir: str | Path | None = None, resume: bool = False,
-                 overwrite: bool = False) -> RunResult:
+                 overwrite: bool = False, threads_flag: int | None = None) -> RunResult:
     """Run every stage of `recipe`, then evaluate and profile the artifact and write the report and bundle.
 
     A folder holding an earlier run's results needs `resume` (continue it) or `overwrite` (replace it); a
-    second run on a folder in use is refused (see rundir.py)."""
-    run_dir = Path(out_dir) if out_dir else default_run_dir(recipe)
+    second run on a folder in use is refused (see rundir.py). `threads_flag` is `--threads` (see threads.py)."""
+    if out_dir is not None and not str(out_dir).strip():  # Path("") is ".": it would run in the current folder
+        raise UserError("--out is empty", where="--out", fix="name the run folder, or leave --out out (runs/<recipe name>)")
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(recipe)
+    threads.apply(threads.resolve(threads_flag, recipe.config.threads))
     if not is_main_process():  # torchrun: other ranks train in lockstep but write only to a throwaway folder
         return _run(recipe, run_dir, resume)
     with claim(run_dir, resume=resume, overwrite=overwrite):
@@ -121,6 +144,9 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     write_text(run_dir / "recipe.yaml", recipe.raw_text)
     write_json(run_dir / "recipe.resolved.json", {"sha256": recipe.sha256, "source": recipe.source,
                                                  "resolved": recipe.resolved()})
+    used = threads.chosen()
+    log_line(f"run {recipe.name} → {main_dir} ({used.count} thread(s), from {used.source})")
+    log_line(f"loading data ({cfg.data.name})")
     data = load_dataset(cfg.data)
     task = build_task(cfg.task, data)
     probe_recipe(recipe, data, task)  # a model that cannot take this data fails now, not after training
@@ -136,12 +162,15 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
     if record is not None:
         teacher, tspec, _ = _restore(tdir, data, task)
         skipped.append("0-teacher")
+        log_line("stage 0-teacher: reused from the earlier run")
     else:
+        log_line("stage 0-teacher: started")
         inside = _prepare_stage_dir(tdir, tkey, keep=resume)
         tspec = dict(cfg.teacher.model)
         teacher, record = prepare_teacher(cfg.teacher, data, task, seed=cfg.seed, batch_size=cfg.data.batch_size,
                                           stage_dir=tdir, resume=inside)
         _save_stage(tdir, tkey, record, teacher, tspec, None, run_dir)
+        log_line(f"stage 0-teacher: done in {record.seconds:.1f} s{_metric_note(record)}")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -162,8 +191,10 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
             state = ModelState(model, mspec, teacher, tspec, run_dir / onnx_rel if onnx_rel else None,
                                [*state.lineage, record])
             skipped.append(sdir.name)
+            log_line(f"stage {sdir.name}: reused from the earlier run")
             s_data, s_task = student_data(sdir, recipe, s_data, s_task)
             continue
+        log_line(f"stage {sdir.name}: started")
         inside = _prepare_stage_dir(sdir, key, keep=resume and not rerun)
         rerun = True
         ctx = RunContext(run_dir=run_dir, stage_dir=sdir, data=s_data, recipe=recipe, index=i, resume=inside,
@@ -172,6 +203,7 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         s_data, s_task = student_data(sdir, recipe, s_data, s_task)
         notes.extend(ctx.notes)
         _save_stage(sdir, key, state.lineage[-1], state.model, state.spec, state.onnx, run_dir)
+        log_line(f"stage {sdir.name}: done in {state.lineage[-1].seconds:.1f} s{_metric_note(state.lineage[-1])}")
 
     if state.onnx is None:
         raise UserError("no stage produced an exported file", where="stages", fix="end the recipe with an export stage")
@@ -179,7 +211,14 @@ def _run(recipe: Recipe, run_dir: Path, resume: bool) -> RunResult:
         barrier()
         shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(main_dir, json.loads((main_dir / "report.json").read_text()), skipped, notes)
+    log_line("evaluating and profiling the exported file")
+    invocation = {"threads": used.to_json(), "resumed": resume, "reused_stages": skipped}
     report = finish_run(recipe, run_dir, data, state, total_seconds=time.perf_counter() - t_start, task=task,
-                        student_data=s_data, student_task=s_task)
+                        student_data=s_data, student_task=s_task, invocation=invocation)
+    log_line(f"done: report {run_dir / 'report.json'}")
     barrier()
     return RunResult(run_dir, report, skipped, notes)
+
+
+def _metric_note(record: StageRecord) -> str:
+    return f", {record.metric_after:.4g} on validation" if record.metric_after is not None else ""

@@ -19,9 +19,9 @@ from .config import Strict, TeacherConfig
 from .data import DataConfig
 from .errors import UserError, did_you_mean
 from .stages import START, load_stages
+from .yamlsafe import MAX_DEPTH, non_finite
 from .yamlsafe import compose as compose_yaml
 from .yamlsafe import load as load_yaml
-from .yamlsafe import non_finite
 from .yamlsafe import read_text as read_utf8
 
 # A run folder is runs/<name>: a name is one path component, never "..", an absolute path or a hidden file.
@@ -96,6 +96,11 @@ def _recipe_model() -> type[BaseModel]:
         name=(str, Field(pattern=NAME_PATTERN, description="run name (letters, digits, . _ -); the run directory defaults to runs/<name>")),
         description=(str, Field("", description="one line shown by `edgedistill recipes`")),
         seed=(int, Field(0, ge=0, le=SEED_MAX, description="seeds data order, initialisation and sampling (0..2**32-1)")),
+        threads=(Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]],  # noqa: UP007
+                 Field("auto", description="threads for training, scoring and calibration in this process: a count, "
+                                           "or auto (half the CPUs this process may use, at least 1; see README "
+                                           "Threads). --threads and OMP_NUM_THREADS override auto; latency is "
+                                           "timed with each target's own thread count")),
         task=(_task_union(), Field(default_factory=lambda: TASKS["image_classification"].Config(),
                                    description="what the model does (image_classification, ...): its inputs, "
                                                "outputs, loss and metric; `task: NAME` or `task: {kind: NAME, ...}`")),
@@ -151,7 +156,9 @@ def read_recipe_text(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return read_utf8(path), str(path)
-    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+    if path.suffix in (".yaml", ".yml") and "/" not in name_or_path and path.stem in builtin_recipe_names():
+        name_or_path = path.stem  # `--recipe mobile.yaml` with no such file here: the built-in of that name
+    elif path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         raise UserError("recipe file not found", where=str(path),
                         fix=f"check the path, or use a built-in recipe: {', '.join(builtin_recipe_names())}")
     res = resources.files("edgedistill.recipes") / f"{name_or_path}.yaml"
@@ -194,7 +201,11 @@ def parse_set(assignments: list[str]) -> list[tuple[list[str], Any]]:
         except UserError as exc:
             raise UserError(exc.message, where=f"--set {item}",
                             fix="write the value as YAML; quote strings that contain : [ ] { } # or start with *, & or !") from None
-        out.append((key.split("."), parsed))
+        parts = key.split(".")
+        if len(parts) > MAX_DEPTH:  # the same bound as a recipe file's nesting
+            raise UserError(f"the key path is {len(parts)} levels deep, more than {MAX_DEPTH}", where=f"--set {item[:80]}",
+                            fix="write the path of an existing recipe field, e.g. --set stages.0.train.epochs=2")
+        out.append((parts, parsed))
     return out
 
 

@@ -16,6 +16,8 @@ from pydantic_core import PydanticUndefined
 
 def _type_name(ann: Any) -> str:
     origin = typing.get_origin(ann)
+    if origin is typing.Annotated:  # a constrained type: its base type (the range is in the description)
+        return _type_name(typing.get_args(ann)[0])
     if origin is typing.Literal:
         return " \\| ".join(repr(a).replace("'", "") for a in typing.get_args(ann))
     if origin in (typing.Union, types.UnionType):

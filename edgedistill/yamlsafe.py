@@ -2,8 +2,9 @@
 
 PyYAML's SafeLoader never runs code, but it still lets a few hundred bytes of aliases expand into billions
 of nodes (an "alias bomb": harmless while shared, fatal once validated or hashed), lets nesting recurse the
-interpreter to death, and silently keeps the last of two equal keys. This loader refuses all three, with
-the line numbers, before anything is constructed.
+interpreter to death, and silently keeps the last of two equal keys (also when they are spelled differently:
+`1` and `0x1`, `on` and `true`). A 5000-digit integer raises Python's own digit limit (a ValueError from deep in
+the constructor). This loader refuses all of these, with the line numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .errors import UserError
 
 MAX_DEPTH = 64  # recipes nest 5 or 6 levels; anything deeper is a mistake or an attack
 MAX_NODES = 100_000  # nodes after alias expansion; the largest built-in recipe has a few hundred
+MAX_INT_DIGITS = 64  # no recipe value needs more than 20; Python refuses to parse more than 4300
+_INT = "tag:yaml.org,2002:int"
 
 
 class _Limited(yaml.SafeLoader):
@@ -42,6 +45,34 @@ class _Limited(yaml.SafeLoader):
             _check_tree(node)
         return node
 
+    def construct_yaml_int(self, node):  # (PyYAML's signature)
+        _check_int(node)
+        return super().construct_yaml_int(node)
+
+
+_Limited.add_constructor(_INT, _Limited.construct_yaml_int)
+_SCALARS = yaml.constructor.SafeConstructor()  # turns a key node into the value it loads as
+
+
+def _check_int(node: yaml.Node) -> None:
+    if len(node.value) > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(node.value)} characters (at most "
+                                                f"{MAX_INT_DIGITS})", node.start_mark)
+
+
+def _key_identity(node: yaml.ScalarNode) -> tuple:
+    """Two keys are the same when they load as the same value: `1`/`0x1`/`1.0`, `on`/`yes`/`true`, `~`/`null`
+    (a Python dict keeps only the last of them); a quoted "1" stays a different key from 1."""
+    if node.tag == _INT:
+        _check_int(node)
+    make = yaml.SafeLoader.yaml_constructors.get(node.tag)
+    if node.tag == "tag:yaml.org,2002:str" or make is None:
+        return (node.tag, node.value)
+    try:
+        return ("value", make(_SCALARS, node))
+    except (yaml.YAMLError, ValueError, TypeError):
+        return (node.tag, node.value)
+
 
 def _check_tree(root: yaml.Node) -> None:
     """Count nodes with aliases expanded (memoised, so the count itself stays cheap) and find duplicate keys."""
@@ -66,7 +97,7 @@ def _check_tree(root: yaml.Node) -> None:
             seen: dict[Any, yaml.Node] = {}
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value != "<<":
-                    ident = (k.tag, k.value)
+                    ident = _key_identity(k)
                     if ident in seen:
                         first = seen[ident].start_mark.line + 1
                         raise yaml.constructor.ConstructorError(

@@ -162,18 +162,23 @@ def test_verify_reports_a_malformed_manifest_instead_of_crashing(bundle):
         (bundle / "manifest.json").write_text(json.dumps(broken))
         ok, problems = verify_bundle(bundle)
         assert not ok and any("integrity" in p for p in problems)
-        assert any("malformed" in p or "does not match" in p for p in problems), problems
+        assert any("malformed" in p or "does not match" in p or "differ" in p for p in problems), problems
 
 
-def test_python_snippet_runs_against_the_bundle(bundle):
-    proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py")], capture_output=True, text=True,
-                          timeout=120)
+def test_python_snippet_runs_against_the_bundle(bundle, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "seven.png"
+    Image.fromarray(np.full((20, 30), 200, dtype=np.uint8)).save(png)  # any size: the snippet resizes
+    proc = subprocess.run([sys.executable, str(bundle / "usage" / "predict.py"), str(png)], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "digit" in proc.stdout
+    path, label, confidence = proc.stdout.strip().split("\t")
+    assert path == str(png) and label.startswith("digit ") and 0.1 <= float(confidence) <= 1.0
     kt, swift = (bundle / "usage" / "EdgeModel.kt").read_text(), (bundle / "usage" / "EdgeModel.swift").read_text()
     for text in (kt, swift):
-        assert '"input"' in text and "model" in text and "0.0625" in text
-    assert "longArrayOf(1, 1L, 8L, 8L)" in kt and 'forResource: "model", ofType: "ort"' in swift
+        assert '"input"' in text and "16.0" in text
+    assert "longArrayOf(1L, 1L, 8L, 8L)" in kt and 'forResource: "model", ofType: "ort"' in swift
 
 
 def test_external_data_travels_with_the_model(tmp_path):
@@ -219,3 +224,102 @@ def test_engine_targets_without_tensorrt_get_no_engine_and_say_why(tmp_path):
     entries = {t["name"]: t for t in json.loads((out / "manifest.json").read_text())["targets"]}
     assert entries["nvidia_trt_int8"]["engine"] is None and "TensorRT" in entries["nvidia_trt_int8"]["engine_note"]
     assert "engine" not in entries["x86_vnni"]
+
+
+def test_verify_ignores_bytecode_caches_and_nothing_else(bundle):
+    """Importing usage/predict.py writes usage/__pycache__/: that is not damage; anything else there is."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run([sys.executable, "-c", "import predict"], cwd=bundle / "usage", capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert list((bundle / "usage" / "__pycache__").glob("*.pyc"))
+    assert verify_bundle(bundle) == (True, [])
+    (bundle / "usage" / "__pycache__" / "notes.txt").write_text("not bytecode")
+    ok, problems = verify_bundle(bundle)
+    assert not ok and problems == ["usage/__pycache__/notes.txt: unexpected file (not in the manifest; added after "
+                                   "the bundle was written)"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "empty_dir", "manifest_link"])
+def test_verify_calls_special_files_and_links_damage(bundle, kind):
+    import os
+    import socket
+
+    if kind == "fifo":
+        os.mkfifo(bundle / "usage" / "pipe")  # reading it would block forever: it must never be opened
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(bundle / "sock"))
+        s.close()
+    elif kind == "empty_dir":
+        (bundle / "empty").mkdir()
+    else:  # a manifest that is a link to a (valid) manifest outside the bundle
+        outside = bundle.parent / "elsewhere.json"
+        (bundle / "manifest.json").rename(outside)
+        (bundle / "manifest.json").symlink_to(outside)
+    ok, problems = verify_bundle(bundle)
+    assert not ok, problems
+    assert len(problems) == 1 and ("manifest.json" in problems[0] if kind == "manifest_link" else
+                                   problems[0].split(":")[0] in ("usage/pipe", "sock", "empty")), problems
+
+
+@pytest.mark.parametrize("dtype", ["V99999999999", "float64", "<U100000000"])
+def test_verify_calls_an_absurd_or_wrong_dtype_damage(bundle, dtype):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["inputs"][0]["dtype"] = dtype
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    ok, problems = verify_bundle(bundle)
+    assert not ok and any("dtype" in p for p in problems), problems
+
+
+def test_verify_calls_an_absurd_model_shape_damage(tmp_path):
+    """A (re-checksummed) model whose input has 10^12 elements is reported, never allocated."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["input"], ["logits"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 10**6, 10**6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10**6, 10**6])])
+    src = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    meta = {"task": "classification", "input_shape": [10**6, 10**6], "num_classes": 10, "class_labels": [],
+            "preprocessing": {}}
+    b = write_bundle(tmp_path / "run", src, dataset_meta=meta, report=_report(), targets=[load_target("x86_vnni")])
+    ok, problems = verify_bundle(b)
+    assert not ok and any("too large" in p for p in problems), problems
+
+
+def _reseal(bundle: Path, manifest: dict) -> None:
+    """Rewrite the manifest with a matching integrity hash (as a careful forger would)."""
+    from edgedistill.report.verify import integrity
+
+    manifest["integrity"] = integrity(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_profile_takes_only_session_options_from_a_verified_bundle(bundle):
+    from edgedistill.report.bundle import shipped_session_options
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    options = {"session_config": {"session.set_denormal_as_zero": "1"}, "graph_optimization_level": "ORT_ENABLE_ALL"}
+    manifest["model"]["session_options"] = {**options, "batch": 64, "shapes": {"input": [64, 1, 8, 8]},
+                                            "providers": ["CUDAExecutionProvider"], "threads": 16, "runs": 1}
+    _reseal(bundle, manifest)
+    assert shipped_session_options(bundle / "model.onnx") == options  # the rest is not a session option
+    manifest["model"]["session_options"]["graph_optimization_level"] = "ORT_NOT_A_LEVEL"
+    _reseal(bundle, manifest)
+    assert shipped_session_options(bundle / "model.onnx") == {"session_config": options["session_config"]}
+    (bundle / "labels.txt").write_text("tampered\n")  # checksums no longer verify: nothing is applied
+    assert shipped_session_options(bundle / "model.onnx") == {}
+
+
+def test_the_profiler_takes_only_session_options_per_model(tmp_path):
+    """Even a caller passing a manifest's whole entry cannot change the batch or providers a model is timed with."""
+    from edgedistill.profile import profile_models
+
+    model = synthetic_mlp(tmp_path / "m.onnx", width=16, depth=1)
+    stats = profile_models({"m": model}, load_target("x86_avx2"), batch=1, runs=20, warmup=1, rounds=1,
+                           op_profile_runs=0, model_options={"m": {"runtime": "tensorrt", "batch": 64,
+                                                               "providers": ["NoSuchProvider"]}})
+    assert stats["m"]["batch"] == 1 and stats["m"]["providers"] == ["CPUExecutionProvider"]  # it ran, on ORT's CPU

@@ -184,8 +184,8 @@ def test_verify_runs_both_models_and_catches_a_damaged_pte(et_run, tmp_path):
     proc = run_cli("verify", str(bundle))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
-    from edgedistill.report.bundle import _integrity
     from edgedistill.report.bundle_executorch import verify_runtimes
+    from edgedistill.report.verify import integrity as _integrity
 
     assert verify_runtimes(bundle, manifest) == []
     wrong = {**manifest, "runtimes": {"executorch": {**manifest["runtimes"]["executorch"],

@@ -16,6 +16,7 @@ import copy
 import gzip
 import json
 import math
+import os
 import random
 import struct
 from collections import Counter
@@ -93,7 +94,8 @@ def mutate_doc(rng: random.Random, doc):
 
 def damage_text(rng: random.Random, text: str) -> bytes:
     """Raw damage a YAML parser must survive: truncation, stray syntax, duplicate keys, bad encodings, nesting."""
-    op = rng.choice(["truncate", "insert", "duplicate_line", "bytes", "nesting", "tabs", "anchor", "swap", "bomb"])
+    op = rng.choice(["truncate", "insert", "duplicate_line", "bytes", "nesting", "tabs", "anchor", "swap", "bomb",
+                     "huge_int", "same_key"])
     pos = rng.randrange(len(text) + 1)
     if op == "truncate":
         return text[:pos].encode()
@@ -117,6 +119,11 @@ def damage_text(rng: random.Random, text: str) -> bytes:
         levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
         levels += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 9)]
         return (text + "\n" + "\n".join(levels) + "\n").encode()
+    if op == "huge_int":  # past Python's 4300-digit limit for int(): a ValueError deep in the YAML constructor
+        return (text + f"\nseed: {'7' * rng.choice([70, 4301, 5000])}\n").encode()
+    if op == "same_key":  # two spellings of one key: PyYAML keeps the last silently
+        pair = rng.choice([("1", "0x1"), ("on", "yes"), ("true", "on"), ("~", "null"), ("1", "1.0"), ("07", "7")])
+        return (text + f"\nextra:\n  {pair[0]}: a\n  {pair[1]}: b\n").encode()
     if op == "anchor":
         return (text + "\nx: &big [" + ", ".join(["1"] * 20) + "]\ny: [*big, *big, *big]\n").encode()
     lines = text.splitlines(keepends=True)
@@ -126,7 +133,8 @@ def damage_text(rng: random.Random, text: str) -> bytes:
 
 SET_VALUES = ["[[", "{a: 1", "]", "!!python/object/apply:os.system ['true']", ".nan", ".inf", "-.inf", "1e400", "ü",
               "", "null", "*a", "&a x", "[1, 2", "{}", "[]", "0", "-1", "10000000000000000000000000000000", "yes",
-              "'unterminated", "a: b: c", "\x00", "- x", "{name: cnn, channels: [8]}", "x86_vnni", "[x86_vnni, x]"]
+              "'unterminated", "a: b: c", "\x00", "- x", "{name: cnn, channels: [8]}", "x86_vnni", "[x86_vnni, x]",
+              "9" * 5000, "{1: a, 0x1: b}", "{on: 1, yes: 2}"]
 
 
 def set_args(rng: random.Random, doc: dict) -> list[str]:
@@ -134,7 +142,8 @@ def set_args(rng: random.Random, doc: dict) -> list[str]:
     out = []
     for _ in range(rng.randint(1, 3)):
         key = rng.choice([*keys, *keys, "stages.99.kind", "a..b", "", ".", "stages.-1.kind", "stages.x", "ü",
-                          "teacher.model.name.extra", "=", "data=", "gates.nope"])
+                          "teacher.model.name.extra", "=", "data=", "gates.nope", ".".join(["a"] * 1000),
+                          "data.val_fraction"])
         out += ["--set", rng.choice([f"{key}={rng.choice(SET_VALUES)}", key, f"={rng.choice(SET_VALUES)}"])]
     return out
 
@@ -395,3 +404,171 @@ def test_fuzzed_compress_runs_end_cleanly(tmp_path, monkeypatch):
     fuzz.run("compress", ["compress", "--recipe", "mobile", "--out", str(tmp_path / "npz"), "--set", "data.name=npz",
                           "--set", f"data.path={data}", *[a for o in TINY for a in ("--set", o)]], str(data))
     fuzz.report()
+
+
+# ----------------------------------------------------------------------------------------------- issue 19's shapes
+def _deep_json_text(rng: random.Random, doc: dict) -> str:
+    """`doc` with a deeply nested array at a random place (as text: json.dumps itself cannot write 100000 levels)."""
+    path, _ = rng.choice([(p, v) for p, v in _paths(doc) if p and isinstance(_get(doc, p[:-1]), dict)])
+    depth = rng.choice([101, 900, 5000, 100_000])
+    marker = "__deep__"
+    copy_ = copy.deepcopy(doc)
+    _get(copy_, path[:-1])[path[-1]] = marker
+    return json.dumps(copy_).replace(json.dumps(marker), "[" * depth + "]" * depth)
+
+
+WRONG_TYPES = {("models", "deployed", "path"): str, ("models", "deployed", "sha256"): str, ("task",): str,
+               ("metric", "name"): str, ("metric", "higher_is_better"): bool, ("models", "deployed", "latency"): dict,
+               ("recipe", "resolved", "gates"): dict, ("targets",): dict, ("models", "deployed", "metric"): float,
+               ("models", "deployed", "size_mb"): float}
+
+
+def _special_output(rng: random.Random, folder: Path, i: int) -> str:
+    """An output path no write may replace or that cannot hold a file."""
+    victim = folder / f"victim{i}.txt"
+    victim.write_text("precious")
+    kind = rng.choice(["symlink", "fifo", "folder", "proc", "under_file", "long", "dangling"])
+    path = folder / f"out{i}"
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling":
+        path.symlink_to(folder / "nowhere" / "x")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "proc":
+        return f"/proc/edgedistill-fuzz-{i}"
+    elif kind == "under_file":
+        return str(victim / "x")
+    else:
+        return str(folder / ("x" * rng.choice([256, 300, 5000])))
+    return str(path)
+
+
+def _control_name(rng: random.Random) -> str:
+    return "class" + rng.choice(["\n", "\r", "\t", "\x00", "\x1b[31m", "\u2028", "\u2029", "\x85", "\x7f"]) + "x"
+
+
+@pytest.mark.slow  # about 15 s: imports transformers for the folder and tokenizer cases
+def test_fuzzed_hostile_shapes_end_as_bad_input(tmp_path, tiny_onnx, monkeypatch):
+    """Every shape issue 19 found ending as a crash or a silent success: each must now be bad input (exit 2; a
+    damaged bundle: exit 1), and nothing outside the case's own folder may change."""
+    from transformers import BertTokenizerFast
+
+    from edgedistill.io import sha256_file
+    from edgedistill.report.bundle import write_bundle
+
+    monkeypatch.chdir(tmp_path)
+    rng, rng_np = random.Random(SEED + 19), np.random.default_rng(SEED + 19)
+    fuzz = Outcomes(CliRunner())
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    tok = folder / "tok"
+    tok.mkdir()
+    (tok / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefgh"]) + "\n")
+    BertTokenizerFast(vocab_file=str(tok / "vocab.txt")).save_pretrained(str(tok))
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("name: tiny\ndata: {name: digits}\nteacher:\n  model: {name: cnn, channels: [8]}\n"
+                    "  train: {epochs: 1}\nstages:\n  - kind: export\ntargets: [x86_avx2]\n")
+    expected: dict[str, int] = {}
+
+    def case(kind: str, args: list[str], what: str, want: int = 2) -> None:
+        code = fuzz.run(kind, args, what)
+        if code != want:
+            fuzz.failures.append(f"{kind}: exit {code}, expected {want} <- {what[:200]!r}")
+        expected[kind] = want
+
+    for i in range(12):  # reports: nested too deep, or a field the gate reads of the wrong type
+        run = folder / f"run{i}"
+        (run / "bundle").mkdir(parents=True)
+        (run / "bundle" / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+        base = base_report(sha256_file(run / "bundle" / "model.onnx"))
+        (run / "base.json").write_text(json.dumps(base))
+        if i % 2:
+            text = _deep_json_text(rng, base)
+        else:
+            path, kind = rng.choice(sorted(WRONG_TYPES.items(), key=str))
+            wrong = [v for v in VALUES if v is not None and not isinstance(v, kind)
+                     and not (kind is float and isinstance(v, (int, float)) and not isinstance(v, bool))]
+            doc = copy.deepcopy(base)
+            _get(doc, path[:-1])[path[-1]] = copy.deepcopy(rng.choice(wrong))
+            text = json.dumps(doc)
+        (run / "report.json").write_text(text)
+        pair = [str(run / "report.json"), "--baseline", str(run / "base.json")]
+        case("report", ["check", *(pair if rng.random() < 0.5 else [pair[2], "--baseline", pair[0]])], text[:300])
+
+    meta = {"task": "classification", "input_shape": [1, 8, 8], "num_classes": 10,
+            "class_labels": [str(k) for k in range(10)], "preprocessing": {}}
+    pristine = write_bundle(folder / "pristine", tiny_onnx, dataset_meta=meta, report=base_report("0" * 64), targets=[])
+    for i in range(4):  # a manifest nested too deep: a damaged bundle
+        import shutil
+
+        bundle = folder / f"bundle{i}"
+        shutil.copytree(pristine, bundle)
+        text = _deep_json_text(rng, json.loads((bundle / "manifest.json").read_text()))
+        (bundle / "manifest.json").write_text(text)
+        case("manifest", ["verify", str(bundle)], text[:200], want=1)
+
+    for i in range(8):  # --junit and --out where nothing may be written
+        run = folder / "run0"
+        base = str(run / "base.json")
+        out = _special_output(rng, folder, i)
+        before = os.lstat(out).st_mode if os.path.lexists(out) else None
+        case("junit", ["check", base, "--baseline", base, "--junit", out], out)
+        if not os.path.isdir(out):  # (an existing folder is a fine --out; only --junit refuses it)
+            case("out", ["compress", "--recipe", str(tiny), "--out", out], out)
+        assert (os.lstat(out).st_mode if os.path.lexists(out) else None) == before, out
+        assert (folder / f"victim{i}.txt").read_text() == "precious"
+    case("out", ["compress", "--recipe", str(tiny), "--out", ""], "--out ''")
+
+    for i in range(4):  # links inside a run folder, on --resume and --overwrite
+        outside = folder / f"outside{i}"
+        outside.mkdir()
+        (outside / "keep.txt").write_text("precious")
+        run = folder / f"linked{i}"
+        (run / "stages").mkdir(parents=True)
+        (run / "recipe.resolved.json").write_text("{}")
+        name = rng.choice(["stages/0-teacher", "bundle", "compare", "cache", "report.json"])
+        (run / name).symlink_to(outside, target_is_directory=True)
+        case("run_folder", ["compress", "--recipe", str(tiny), "--out", str(run),
+                            rng.choice(["--resume", "--overwrite"])], name)
+        assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+
+    for i in range(6):  # data: class names with control characters, text files that cannot give a metric
+        x = rng_np.standard_normal((40, 1, 8, 8)).astype(np.float32)
+        y = np.arange(40) % 10
+        names = [str(k) for k in range(10)]
+        names[rng.randrange(10)] = _control_name(rng)
+        np.savez(folder / f"names{i}.npz", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20], labels=np.array(names))
+        case("data", ["evaluate", str(tiny_onnx), "--data", f"npz:{folder / f'names{i}.npz'}"], repr(names))
+    deep_line = "[" * rng.choice([101, 5000, 100_000]) + "]" * 3
+    (folder / "deep.jsonl").write_text('{"text": "a b", "label": "x"}\n' + deep_line + "\n")
+    case("data", ["evaluate", str(tiny_onnx), "--data", f"text_labelled:{folder / 'deep.jsonl'}", "--tokenizer",
+                  str(tok)], "deep jsonl")
+    for i, (train, dev) in enumerate([([1, 2, 3, 4, 5, 1.5, 2.5], [3]), ([1, 2, 3, 4, 5, 1.5, 2.5], [2, 2, 2]),
+                                      ([3], [1, 2, 3])]):
+        sts = folder / f"sts{i}"
+        sts.mkdir()
+        line = "g\tf\t2012\t{i}\t{s}\ta b {i}\tc d {i}\n"
+        (sts / "sts-train.csv").write_text("".join(line.format(i=k, s=s) for k, s in enumerate(train)))
+        (sts / "sts-dev.csv").write_text("".join(line.format(i=k, s=s) for k, s in enumerate(dev)))
+        case("data", ["evaluate", str(tiny_onnx), "--data", f"sts:{sts}", "--tokenizer", str(tok)], f"sts {train} {dev}")
+
+    for i in range(6):  # recipes: an empty validation split, Hugging Face folders asking to run their own code
+        if i < 2:
+            case("recipe", ["validate", str(tiny), "--set", "data.val_fraction=0"], "val_fraction 0")
+            continue
+        hf = folder / f"hf{i}"
+        hf.mkdir()
+        file = rng.choice(["config.json", "tokenizer_config.json"])
+        (hf / "evilmod.py").write_text(f"open({str(tmp_path / 'imported.marker')!r}, 'w').write('ran')\n")
+        (hf / "config.json").write_text(json.dumps({"model_type": "evilnet"}))
+        (hf / file).write_text(json.dumps({"model_type": "evilnet", "auto_map": {"AutoConfig": "evilmod.C",
+                                                                                  "AutoTokenizer": ["evilmod.T", None]}}))
+        case("recipe", ["validate", str(tiny), "--set", f"teacher.model={{name: hf, path: {hf}}}"], file)
+        case("data", ["evaluate", str(tiny_onnx), "--data", f"sts:{folder / 'sts0'}", "--tokenizer", str(hf)], file)
+    assert not (tmp_path / "imported.marker").exists()
+
+    fuzz.report()
+    assert set(expected) == {"report", "manifest", "junit", "out", "run_folder", "data", "recipe"}

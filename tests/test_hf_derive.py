@@ -80,7 +80,7 @@ def test_vocab_pruning_keeps_kept_embeddings_and_tokenization(tokenizer, tmp_pat
     pieces = small.tokenize("run unknown zebra")  # ... yet unseen words still tokenize, into kept pieces
     assert "[UNK]" not in pieces and "".join(p.removeprefix("##") for p in pieces) == "rununknownzebra"
     small.save_pretrained(str(tmp_path))  # the bundle's files reload to the same tokenizer
-    again = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    again = transformers.AutoTokenizer.from_pretrained(str(tmp_path), trust_remote_code=False)
     assert again("run the dogs")["input_ids"] == small("run the dogs")["input_ids"]
     ids = torch.tensor([small("the cat")["input_ids"]])
     ref = tiny_bert(vocab=len(tokenizer))(torch.tensor([tokenizer("the cat")["input_ids"]])).last_hidden_state

@@ -20,10 +20,10 @@ SMALL = ["data.name=mnist", f"data.path={MNIST}", "data.train_limit=600", "data.
          "profile.runs=5", "profile.warmup=1", "targets=[x86_vnni]", "gates={}"]
 
 
-def _compress_and_verify(tmp_path, teacher: str, student: str, env: dict | None = None) -> dict:
+def _compress_and_verify(tmp_path, teacher: str, student: str, env: dict | None = None, cwd=None) -> dict:
     out = tmp_path / "run"
     proc = run_cli("compress", "--recipe", "mobile", "--out", str(out),
-                   *set_args([*SMALL, f"teacher.model={teacher}", f"stages.0.student={student}"]), env=env)
+                   *set_args([*SMALL, f"teacher.model={teacher}", f"stages.0.student={student}"]), env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     check = run_cli("verify", str(out / "bundle"))
@@ -52,5 +52,6 @@ def test_hf_resnet_teacher_and_mobilenet_student_on_mnist(tmp_path):
 def test_module_function_builder_returning_hf_outputs_as_student(tmp_path):
     """A user's `module:function` builder returning a Hugging Face model (output objects, not tensors)."""
     report = _compress_and_verify(tmp_path, "{name: cnn, channels: [8, 16]}", "{name: 'tests.builders:hf_resnet'}",
-                                  env={"PYTHONPATH": str(ROOT), "EDGEDISTILL_IMPORT": "tests.builders"})
+                                  env={"EDGEDISTILL_IMPORT": "tests.builders"},
+                                  cwd=ROOT)
     assert report["models"]["student"]["params"] > 0

@@ -254,9 +254,14 @@ def test_overwrite_deletes_only_a_run_folders_own_files(tmp_path):
     outside.mkdir()
     (outside / "f").write_text("x")
     (run / "compare").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UserError, match="compare in the run folder is a symbolic link"), \
+            claim(run, resume=False, overwrite=True):
+        pass  # a link among a run's own names is refused, never followed
+    assert (run / "notes.txt").read_text() == "mine" and (outside / "f").read_text() == "x"
+    (run / "compare").unlink()
     with claim(run, resume=False, overwrite=True):
         pass
-    assert (run / "notes.txt").read_text() == "mine" and (outside / "f").read_text() == "x"
+    assert (run / "notes.txt").read_text() == "mine" and not (run / "bundle").exists()
 
 
 def test_resume_removes_the_old_report_first(tmp_path):

@@ -50,14 +50,19 @@ def test_resume_skips_finished_stages(fast_run, fast_report, tmp_path):
     shutil.copytree(fast_run, run)
     proc = run_cli("compress", "--recipe", "mobile", "--out", str(run), "--resume", *set_args(FAST))
     assert proc.returncode in (0, 1), proc.stderr
-    assert "skipped finished stages 0-teacher, 1-distill, 2-quantize, 3-export" in proc.stdout
+    assert "reused from the earlier run: 0-teacher, 1-distill, 2-quantize, 3-export (" in proc.stdout
     again = json.loads((run / "report.json").read_text())
+    assert again["invocation"]["reused_stages"] == ["0-teacher", "1-distill", "2-quantize", "3-export"]
+    assert again["invocation"]["resumed"] is True
+    # the summary's time is this command's wall time, not the sum of the reused stages' recorded seconds
+    wall = float(proc.stdout.split(" s wall for this command")[0].rsplit(" ", 1)[-1])
+    assert wall == pytest.approx(again["invocation"]["wall_seconds"], abs=30)
     # skipped stages keep the timings recorded when they ran
     assert [s["seconds"] for s in again["stages"]] == [s["seconds"] for s in fast_report["stages"]]
     # a changed stage setting re-runs that stage and all later ones, not the earlier ones
     proc = run_cli("compress", "--recipe", "mobile", "--out", str(run), "--resume",
                    *set_args([*FAST, "stages.1.calibration.samples=32"]))
-    assert "skipped finished stages 0-teacher, 1-distill\n" in proc.stdout
+    assert "reused from the earlier run: 0-teacher, 1-distill (" in proc.stdout
 
 
 @pytest.mark.slow
@@ -151,8 +156,9 @@ def test_nan_loss_stops_with_stage_epoch_and_step(tmp_path):
 
 
 @pytest.mark.slow
-def test_progress_bars_only_on_a_terminal(tmp_path):
-    """On a terminal the run shows epoch, calibration and profiling bars; in a pipe it shows none."""
+def test_progress_bars_on_a_terminal_and_plain_lines_in_a_log(tmp_path):
+    """On a terminal the run shows epoch, calibration and profiling bars; in a pipe (CI, nohup) it prints plain
+    timestamped lines on stderr instead, one per stage start and end, and stdout carries only the summary."""
     import pty
 
     exe = Path(sys.executable).with_name("edgedistill")
@@ -180,7 +186,14 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
     piped = subprocess.run([*args, "--out", str(tmp_path / "pipe")], capture_output=True, text=True, env=env, timeout=600)
     assert piped.returncode in (0, 1), piped.stderr
     for bar in ("epochs", "calibrating", "profiling on"):
-        assert bar not in piped.stdout and bar not in piped.stderr
+        assert bar not in piped.stdout
+    lines = piped.stderr.splitlines()
+    assert lines and all(line.startswith("[edgedistill ") for line in lines), piped.stderr[-2000:]
+    for kind in ("0-teacher", "1-distill", "2-quantize", "3-export"):
+        assert any(f"stage {kind}: started" in line for line in lines), kind
+        assert any(f"stage {kind}: done in " in line for line in lines), kind
+    assert any("teacher: epochs: finished" in line for line in lines)
+    assert "━" not in piped.stderr  # no bar drawn into a log
 
 
 def test_npz_with_half_a_validation_split_is_a_user_error(tmp_path):

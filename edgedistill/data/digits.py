@@ -24,6 +24,9 @@ def load_digits_dataset(cfg: DataConfig) -> Dataset:
         test=test,
         num_classes=10,
         class_labels=[str(i) for i in range(10)],
-        preprocessing={"layout": "NCHW", "image_size": [8, 8], "channels": 1, "scale": 1 / 16.0,
+        # levels/resample/ink: how an ordinary 0..255 image becomes these values (each is the count of ink pixels
+        # in a 4x4 block of a 32x32 bitmap, so a box resize of a light-on-dark image gives them back)
+        preprocessing={"layout": "NCHW", "image_size": [8, 8], "channels": 1, "scale": 1 / 16.0, "levels": 16,
+                       "resample": "box", "ink": "light",
                        "note": "grey levels 0..16 multiplied by scale"},
     )

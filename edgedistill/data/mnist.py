@@ -66,5 +66,5 @@ def load_mnist(cfg: DataConfig) -> Dataset:
         name="mnist", task="image_classification", train=train, val=val, test=test, num_classes=10,
         class_labels=[str(i) for i in range(10)],
         preprocessing={"layout": "NCHW", "image_size": [28, 28], "channels": 1, "scale": 1 / 255.0,
-                       "mean": [0.1307], "std": [0.3081]},
+                       "mean": [0.1307], "std": [0.3081], "ink": "light"},
     )

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import DataConfig, Dataset, Split, register_dataset, stratified_split
-from .text_files import SentencePairs, encode_labels, read_corpus, read_labelled, read_sts, sts_sentences
+from .text_files import SentencePairs, check_scored, encode_labels, read_corpus, read_labelled, read_sts, sts_sentences
 from .tokenize import load_tokenizer, tokenize
 
 PAIR_SIDES = ("a", "b")
@@ -106,8 +106,9 @@ def load_sts(cfg: DataConfig) -> Dataset:
     tokenizer, tdir = resolve_tokenizer(cfg)
     pairs = read_sts(train_file, "data.path")
     rest, val_pairs = _hold_out(pairs, cfg.val_fraction, cfg.seed)
+    check_scored(val_pairs, f"data.val_fraction (the pairs held out of {train_file})")
     corpus = sts_sentences(rest)[: cfg.train_limit] if cfg.train_limit else sts_sentences(rest)
-    test_pairs = _limit(read_sts(test_file, "data.test_path"), cfg.test_limit)
+    test_pairs = check_scored(_limit(read_sts(test_file, "data.test_path"), cfg.test_limit), f"data.test_path ({test_file})")
     return _text_dataset("sts", "text_embedding", corpus_split(tokenizer, corpus, cfg.max_length),
                          pair_split(tokenizer, val_pairs, cfg.max_length),
                          pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
@@ -122,6 +123,8 @@ def load_text_corpus(cfg: DataConfig) -> Dataset:
     tokenizer, tdir = resolve_tokenizer(cfg)
     corpus = read_corpus(cfg.path, "data.path")[: cfg.train_limit or None]
     test_pairs, val_pairs = _hold_out(read_sts(cfg.test_path, "data.test_path"), cfg.val_fraction, cfg.seed)
+    check_scored(val_pairs, f"data.val_fraction (the pairs held out of {cfg.test_path})")
+    check_scored(_limit(test_pairs, cfg.test_limit), f"data.test_path ({cfg.test_path})")
     return _text_dataset(Path(cfg.path).stem, "text_embedding", corpus_split(tokenizer, corpus, cfg.max_length),
                          pair_split(tokenizer, val_pairs, cfg.max_length),
                          pair_split(tokenizer, _limit(test_pairs, cfg.test_limit), cfg.max_length), tokenizer, tdir, cfg)

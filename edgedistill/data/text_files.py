@@ -8,12 +8,12 @@ the file and the line, never a traceback.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import jsonsafe
 from ..errors import UserError
 
 LABELLED_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -42,11 +42,26 @@ def _existing(path: str | Path, where: str) -> Path:
 
 
 def _lines(path: Path) -> list[str]:
+    """Lines split on \\n (and \\r\\n) only: str.splitlines() also splits on form feed, U+2028 and other
+    separators that can sit inside a sentence, which would shift every later line number and pair."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", where=str(path),
                         fix="save the file as UTF-8") from exc
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def check_scored(pairs: SentencePairs, where: str) -> SentencePairs:
+    """A split scored by correlation needs two pairs and two different scores: else the metric is NaN."""
+    if len(pairs) and (len(pairs) < 2 or float(np.ptp(pairs.scores)) == 0.0):
+        why = "one pair" if len(pairs) < 2 else f"{len(pairs)} pairs that all score {float(pairs.scores[0]):g}"
+        raise UserError(f"a correlation cannot be computed on {why}", where=where,
+                        fix="give at least two pairs with different gold scores (more data, or another val_fraction)")
+    return pairs
 
 
 def read_sts(path: str | Path, where: str = "data.path") -> SentencePairs:
@@ -112,9 +127,9 @@ def read_labelled(path: str | Path, text_field: str = "text", label_field: str =
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not valid JSON: {exc.msg}", where=f"{path}:{number}",
+                obj = jsonsafe.loads(line)
+            except ValueError as exc:
+                raise UserError(f"not valid JSON: {getattr(exc, 'msg', exc)}", where=f"{path}:{number}",
                                 fix='write one object per line, e.g. {"text": "...", "label": "positive"}') from None
             if not isinstance(obj, dict):
                 raise UserError("each line must be a JSON object", where=f"{path}:{number}",

@@ -49,8 +49,11 @@ def session_feed(session, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int = 0):
     import onnxruntime as ort
 
+    from ..threads import current
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    threads = threads or current()  # the run's choice: ORT's default (every core, spinning) stalls a shared box
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])

@@ -12,7 +12,8 @@ The data fills in what it knows: the number of labels for classifiers, the chann
 (unless the spec sets it; a mismatch is then caught by the model probe at validation), and the tokenizer's
 vocabulary size for text models built from a config. For `text_embedding` the encoder is wrapped in
 `SentenceEncoder` (mean pooling over the attention mask + L2 normalisation), so the exported graph hands the
-app a ready embedding. Everything stays offline (`local_files_only`); transformers is an optional extra
+app a ready embedding. A folder that asks to run its own code (`auto_map`) is refused (remote_code.py).
+Everything stays offline (`local_files_only`); transformers is an optional extra
 (`pip install edgedistill[hf]`), imported only when a model is built.
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from .registry import register_model
+from .remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     from torch import nn
@@ -60,6 +62,7 @@ def package_model_dir(package: str, where: str = "model.package") -> Path:
     if not (folder / "config.json").is_file():
         raise UserError(f"no model directory in the installed package ({folder})", where=where,
                         fix=f"reinstall {package.replace('_', '-')}")
+    refuse_remote_code(folder, where)
     return folder
 
 
@@ -71,6 +74,7 @@ def model_dir(path: str | None, package: str | None, where: str = "model") -> Pa
     if not (folder / "config.json").is_file():
         raise UserError(f"no Hugging Face model directory at {folder} (config.json missing)", where=f"{where}.path",
                         fix="point path at a folder saved with save_pretrained() (config.json, weights, tokenizer)")
+    refuse_remote_code(folder, f"{where}.path")
     return folder
 
 
@@ -158,10 +162,10 @@ def hf_model(
         folder = model_dir(path, package)
         try:
             model = _without_pooler(cls, lambda **kw: cls.from_pretrained(
-                str(folder), local_files_only=True, **labels, **({"ignore_mismatched_sizes": True} if labels else {}),
+                str(folder), local_files_only=True, trust_remote_code=False, **labels, **({"ignore_mismatched_sizes": True} if labels else {}),
                 **kw))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the model: {str(exc).splitlines()[0][:300]}", where=f"model ({folder})",
+        except Exception as exc:  # the folder is input (a damaged or foreign weights file raises many types)
+            raise UserError(f"cannot load the model: {(str(exc) or type(exc).__name__).splitlines()[0][:300]}", where=f"model ({folder})",
                             fix="the folder needs config.json and its weights (model.safetensors or pytorch_model.bin)") from exc
         return wrap_for_task(model, task)
     fields = dict(config)

@@ -94,6 +94,9 @@ def probe_recipe(recipe: Any, data: Dataset, task: Task, where: Callable[[tuple]
     from . import build_model
 
     locate = where or getattr(recipe, "where", None) or (lambda loc: ".".join(map(str, loc)))
+    if len(data.val) == 0:  # every stage scores its model on the validation split (evaluate alone needs none)
+        raise UserError("the validation split is empty", where="data.val_fraction",
+                        fix="set data.val_fraction above 0 (e.g. 0.15), or give a validation split (x_val/y_val)")
     count, teacher = 0, None
     for loc, spec in recipe_model_specs(recipe.config):
         with torch.random.fork_rng():  # the probe must not change any later random draw

@@ -66,12 +66,22 @@ def import_modules(names: Iterable[str] = ()) -> None:
             raise UserError(f'"{name}" is not a module name', where=where, fix="name a module, e.g. mypkg.models")
         if name in _IMPORTED:
             continue
+        _search_current_directory()
         try:
             importlib.import_module(name)
         except Exception as exc:  # (the user's own module failed; say which and why)
             raise UserError(f'cannot import "{name}": {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}',
-                            where=where, fix="make the module importable (pip install it or set PYTHONPATH)") from exc
+                            where=where, fix="run from the folder that holds the module, pip install it, or set "
+                                             "PYTHONPATH to its folder") from exc
         _IMPORTED.add(name)
+
+
+def _search_current_directory() -> None:
+    """`--import mymodels` finds ./mymodels.py, as `python -m` would; the folder goes last on sys.path, so a
+    file there never shadows an installed package (and only modules the user named are imported at all)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def _plugin(name: str) -> Builder | None:

@@ -126,6 +126,7 @@ def host_info() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- sessions
+SESSION_OPTION_KEYS = ("graph_optimization_level", "session_config")  # all a per-model entry may set
 def ort_session(path: str, cfg: dict, profile_prefix: str | None = None):
     import onnxruntime as ort
 
@@ -510,7 +511,9 @@ def coordinate(config: dict, on_burst=None) -> dict:
         workers: dict[str, Worker] = {}
         try:
             for name in order:
-                workers[name] = Worker(name, models[name], {**cfg, **per_model.get(name, {})})
+                # per-model entries may set session options only, never the batch, shapes or providers
+                workers[name] = Worker(name, models[name], {**cfg, **{k: v for k, v in (per_model.get(name) or {}).items()
+                                                             if k in SESSION_OPTION_KEYS}})
             for w in workers.values():
                 w.loaded()
             for w in workers.values():

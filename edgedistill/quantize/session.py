@@ -55,6 +55,29 @@ def choose_session_options(path: Path, target: Target, feed: Mapping[str, np.nda
             "p50_ms": {n: round(s["p50_ms"], 4) for n, s in stats.items()}, "target": target.name}
 
 
+SESSION_OPTION_KEYS = ("graph_optimization_level", "session_config")
+LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_LAYOUT", "ORT_ENABLE_ALL")
+
+
+def only_session_options(options: Any) -> dict[str, Any]:
+    """The part of `options` that is ONNX Runtime session options, well-formed; everything else is dropped.
+
+    Options travel in files (a bundle's manifest): what the profiler times — batch, shapes, providers,
+    threads, runs — must never be set from there."""
+    if not isinstance(options, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    level = options.get("graph_optimization_level")
+    if isinstance(level, str) and level in LEVELS:
+        out["graph_optimization_level"] = level
+    config = options.get("session_config")
+    if isinstance(config, Mapping):
+        clean = {k: v for k, v in config.items() if isinstance(k, str) and isinstance(v, str)}
+        if clean:
+            out["session_config"] = clean
+    return out
+
+
 def session_options(options: Mapping[str, Any] | None, threads: int | None = None):
     """An `onnxruntime.SessionOptions` with the shipped options applied (what the bundle snippet does)."""
     import onnxruntime as ort

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,12 @@ def environment() -> dict[str, Any]:
 
     from .. import __version__
     from ..target import cpu_flags, cpu_name
+    from ..threads import current, usable_cpus
 
     return {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "edgedistill": __version__, "platform": sys.platform, "machine": platform.machine(),
-            "cpu": cpu_name(), "cpu_flags": cpu_flags()}
+            "cpu": cpu_name(), "cpu_flags": cpu_flags(), "usable_cpus": usable_cpus(),
+            "threads": current() or torch.get_num_threads()}
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -90,11 +93,13 @@ def evaluate_gates(gates_cfg: GatesConfig, models: dict[str, dict], higher_is_be
 
 
 def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, total_seconds: float,
-               task: Task, student_data: Dataset | None = None, student_task: Task | None = None) -> dict[str, Any]:
+               task: Task, student_data: Dataset | None = None, student_task: Task | None = None,
+               invocation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate and profile teacher, student and shipped file side by side; write report.json and the bundle.
 
     `student_data`/`student_task`: the student's own tokenization when a vocab stage pruned its vocabulary
-    (the teacher is scored on `data`, the student and the shipped file on theirs; same texts, same metric)."""
+    (the teacher is scored on `data`, the student and the shipped file on theirs; same texts, same metric).
+    `invocation`: how this command ran (threads, the stages it reused from an earlier run), for the report."""
     from ..export import export_onnx
     from ..export.onnx import copy_onnx
     from ..profile import interleaved_ratio, profile_models
@@ -180,6 +185,8 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "passed": all(g["passed"] for g in gates),
         "total_seconds": round(total_seconds, 3),
     }
+    if invocation is not None:
+        report["invocation"] = invocation
     dataset_meta = {**s_task.bundle_meta(), **({"session_options": shipped_options} if shipped_options else {})}
     bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, snippets=s_task.snippets,
                         targets=target_list, extras=runtimes.bundle_extras(files, models))
@@ -189,6 +196,10 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         models["deployed"]["data_sha256"] = sha256_file(bdir / "model.onnx.data")
     if runtimes.EXECUTORCH_MODEL in models:
         models[runtimes.EXECUTORCH_MODEL]["sha256"] = sha256_file(bdir / "model.pte")
+    if invocation is not None:  # this command's wall time, imports and data loading included
+        from .. import STARTED
+
+        invocation["wall_seconds"] = round(time.monotonic() - STARTED, 3)
     write_json(run_dir / "report.json", report)
     write_html(report, run_dir / "report.html")
     return report

@@ -22,7 +22,8 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;bor
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .6rem;text-align:right}
 th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.pass{color:#137333;font-weight:600}
 .fail{color:#c5221f;font-weight:600}.muted{color:#777}.plots{display:flex;flex-wrap:wrap;gap:1rem}
-figure{margin:0}figcaption{font-size:.9rem;color:#555}svg text{font:11px system-ui,sans-serif}
+figure{margin:0;max-width:500px}figcaption{font-size:.9rem;color:#555;overflow-wrap:anywhere}
+.warn{color:#b06000;font-weight:600}svg text{font:11px system-ui,sans-serif}
 """
 
 
@@ -67,6 +68,28 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int((hi - start) / step) + 1)]
 
 
+LABEL_H, CHAR_W = 13.0, 6.5  # a label's line height and the width of one character at 11px
+
+
+def label_positions(points: Sequence[tuple[str, float, float]], top: float, bottom: float) -> dict[str, tuple[float, float]]:
+    """Label anchors (x, baseline y) beside each point, moved down until no two labels overlap.
+
+    Coinciding points (the deployed file *is* the student when float ships) used to print their names on top
+    of each other."""
+    placed: list[tuple[float, float, float]] = []  # x0, x1, baseline y
+    out: dict[str, tuple[float, float]] = {}
+    for name, x, y in sorted(points, key=lambda p: (p[2], p[1])):
+        lx, ly = x + 9, max(y - 8, top)
+        width = CHAR_W * len(name)
+        while any(lx < b1 and a0 < lx + width and abs(ly - py) < LABEL_H for a0, b1, py in placed):
+            ly += LABEL_H
+        if ly > bottom:  # no room below: put it left of the point instead
+            lx, ly = x - 9 - width, max(y - 8, top)
+        placed.append((lx, lx + width, ly))
+        out[name] = (lx, ly)
+    return out
+
+
 def scatter_svg(target: str, points: list[tuple[str, float, float]], metric: str, higher: bool) -> str:
     """Metric versus p50 latency on one target, Pareto front drawn as a step line."""
     w, h, ml, mr, mt, mb = 500, 300, 60, 20, 20, 45
@@ -98,12 +121,17 @@ def scatter_svg(target: str, points: list[tuple[str, float, float]], metric: str
             pts.append(f"{sx(x):.1f},{sy(y):.1f}")
         out.append(f'<polyline class="pareto" points="{" ".join(pts)}" fill="none" stroke="#444" '
                    f'stroke-dasharray="4 3"/>')
+    labels = label_positions([(name, sx(x), sy(y)) for name, x, y in points], top=mt + 10, bottom=h - mb - 4)
     for name, x, y in points:
         color = COLORS.get(name, "#555")
         ring = ' stroke="#000" stroke-width="2"' if name in front else ""
-        out.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="{color}"{ring}>'
+        hollow = name not in COLORS  # an alternative the run measured (not one of its own three models)
+        fill = (f'fill="#fff" stroke="{"#000" if ring else color}" stroke-width="2"' if hollow
+                else f'fill="{color}"{ring}')
+        lx, ly = labels[name]
+        out.append(f'<circle class="point" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" {fill}>'
                    f'<title>{escape(name)}: {y:.4f} at {x:.3f} ms</title></circle>'
-                   f'<text x="{sx(x) + 9:.1f}" y="{sy(y) - 8:.1f}">{escape(name)}</text>')
+                   f'<text class="label" x="{lx:.1f}" y="{ly:.1f}">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -128,8 +156,7 @@ def distribution_svg(target: str, rows: list[tuple[str, Mapping[str, Any]]]) -> 
     for t in _ticks(0, hi):
         out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{mt}" y2="{h - mb}" stroke="#eee"/>'
                    f'<text x="{sx(t):.1f}" y="{h - mb + 15}" text-anchor="middle">{t:g}</text>')
-    out.append(f'<text x="{(w + ml) / 2}" y="{h - 8}" text-anchor="middle">latency per run (ms); '
-               f'samples beyond {hi:.3g} ms drawn at the edge</text>')
+    out.append(f'<text x="{(w + ml) / 2}" y="{h - 8}" text-anchor="middle">latency per run (ms)</text>')
     for i, (name, xs, q) in enumerate(summaries):
         cy = mt + row_h * i + row_h / 2
         color = COLORS.get(name, "#555")
@@ -146,12 +173,36 @@ def distribution_svg(target: str, rows: list[tuple[str, Mapping[str, Any]]]) -> 
     return "".join(out)
 
 
+def ordered_targets(report: Mapping[str, Any], models: Mapping[str, Any]) -> list[str]:
+    """Latency keys in the order the CLI summary and the model card use: the recipe's targets, then each
+    target's other batch sizes / sequence lengths in the order they were measured."""
+    keys: list[str] = []
+    for m in models.values():
+        keys += [k for k in (m.get("latency") or {}) if k not in keys]
+    order = list(report.get("targets") or {})
+    rank = {t: i for i, t in enumerate(order)}
+    return sorted(keys, key=lambda k: (rank.get(k.split("@")[0], len(order)), keys.index(k)))
+
+
+def alternatives(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Models the run measured besides its own three (e.g. `teacher_ptq`, a rejected int8 file), when the report
+    has them: plotted beside the run's models so the choice can be weighed."""
+    models = report.get("models") or {}
+    return {n: m for n, m in models.items() if n not in COLORS and isinstance(m, Mapping)}
+
+
+def _noisy(stats: Mapping[str, Any]) -> bool:
+    cv = stats.get("cv")
+    return isinstance(cv, (int, float)) and cv > 1
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole page as a string."""
     recipe, metric = report.get("recipe") or {}, report.get("metric") or {}
-    models = report.get("models") or {}
+    models = {n: m for n, m in (report.get("models") or {}).items() if isinstance(m, Mapping)}
     mname, higher = metric.get("name", "metric"), bool(metric.get("higher_is_better", True))
-    targets = sorted({t for m in models.values() for t in (m.get("latency") or {})})
+    split = metric.get("split") or "test"
+    targets = ordered_targets(report, models)
     passed = report.get("passed")
     env = report.get("environment") or {}
     parts = ["<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -162,16 +213,36 @@ def render_html(report: Mapping[str, Any]) -> str:
              f"{escape(str(recipe.get('sha256', ''))[:16])}… · {escape(str(env.get('cpu', '')))} · "
              f"torch {escape(str(env.get('torch', '')))} · onnxruntime {escape(str(env.get('onnxruntime', '')))}</p>"]
 
+    teacher_lat = (models.get("teacher") or {}).get("latency") or {}
     parts.append("<h2>Models</h2><table><tr><th>model</th>"
-                 f"<th>{escape(mname)} ({'↑' if higher else '↓'})</th><th>size MB</th><th>params</th>"
-                 + "".join(f"<th>p50 ms<br>{escape(t)}</th><th>p99 ms<br>{escape(t)}</th>" for t in targets) + "</tr>")
+                 f"<th>{escape(mname)} ({'↑' if higher else '↓'})<br>{escape(split)} split</th><th>size MB</th>"
+                 "<th>params</th>"
+                 + "".join(f"<th>p50 ms<br>{escape(t)}</th><th>p99 ms<br>{escape(t)}</th><th>speedup<br>{escape(t)}</th>"
+                           for t in targets) + "</tr>")
+    noisy: list[str] = []
     for name, m in models.items():
         lat = m.get("latency") or {}
+        cells = []
+        for t in targets:
+            st = lat.get(t) or {}
+            base, p50 = (teacher_lat.get(t) or {}).get("p50_ms"), st.get("p50_ms")
+            speed = f"{base / p50:.2f}x" if isinstance(base, (int, float)) and isinstance(p50, (int, float)) and p50 > 0 \
+                else "n/a"
+            warn = ""
+            if _noisy(st):
+                warn = f' <span class=warn title="coefficient of variation {st["cv"]:.2f}">⚠ cv {st["cv"]:.2f}</span>'
+                noisy.append(f"{name} on {t} (cv {st['cv']:.2f})")
+            cells.append(f"<td>{_f(p50, 3)}{warn}</td><td>{_f(st.get('p99_ms'), 3)}</td><td>{speed}</td>")
         parts.append(f"<tr><td>{escape(name)}</td><td>{_f(m.get('metric'))}</td><td>{_f(m.get('size_mb'), 3)}</td>"
-                     f"<td>{_f(m.get('params'))}</td>"
-                     + "".join(f"<td>{_f((lat.get(t) or {}).get('p50_ms'), 3)}</td>"
-                               f"<td>{_f((lat.get(t) or {}).get('p99_ms'), 3)}</td>" for t in targets) + "</tr>")
+                     f"<td>{_f(m.get('params'))}</td>" + "".join(cells) + "</tr>")
     parts.append("</table>")
+    parts.append(f"<p class=muted>{escape(mname)} of every model on the {escape(split)} split "
+                 f"({_f(metric.get('samples'))} samples), each file run in ONNX Runtime. Speedup: the teacher's p50 "
+                 "divided by the model's, per target (as in the command-line summary).</p>")
+    if noisy:
+        parts.append("<p class=warn>⚠ Noisy latency (coefficient of variation over 1: the spread is larger than the "
+                     "mean): " + escape("; ".join(noisy)) + ". Re-profile on a quieter machine before trusting "
+                     "these milliseconds.</p>")
     dep = models.get("deployed") or {}
     if dep:
         parts.append(f"<p class=muted>The deployed metric was measured by running <code>{escape(str(dep.get('path')))}"
@@ -193,18 +264,22 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts.append("<p class=muted>No gates configured.</p>")
 
     parts.append("<h2>Stages</h2><table><tr><th>#</th><th>stage</th><th>seconds</th>"
-                 f"<th>{escape(mname)} after</th></tr>")
+                 f"<th>{escape(mname)} after<br>validation split</th></tr>")
     parts += [f"<tr><td>{i}</td><td>{escape(str(s.get('kind')))}</td><td>{_f(s.get('seconds'), 1)}</td>"
               f"<td>{_f(s.get('metric_after'))}</td></tr>" for i, s in enumerate(report.get("stages") or [])]
-    parts.append("</table>")
+    parts.append("</table><p class=muted>Stage rows show the metric on the <b>validation</b> split (what the stages "
+                 f"choose by); the models table above shows the <b>{escape(split)}</b> split.</p>")
+    parts += _decisions(report)
 
+    alt = alternatives(report)
     parts.append(f"<h2>{escape(mname)} versus latency</h2><div class=plots>")
     for t in targets:
         pts = [(n, float(m["latency"][t]["p50_ms"]), float(m["metric"])) for n, m in models.items()
-               if t in (m.get("latency") or {}) and m.get("metric") is not None]
+               if t in (m.get("latency") or {}) and isinstance(m.get("metric"), (int, float))]
         if pts:
+            extra = f" Hollow points: alternatives the run measured ({escape(', '.join(alt))})." if alt else ""
             parts.append(f"<figure>{scatter_svg(t, pts, mname, higher)}<figcaption>{escape(t)}: ringed points are "
-                         "on the Pareto front (no other model is both faster and better).</figcaption></figure>")
+                         f"on the Pareto front (no other model is both faster and better).{extra}</figcaption></figure>")
     if not targets:
         parts.append("<p class=muted>No target was profiled.</p>")
     parts.append("</div><h2>Latency distribution</h2><div class=plots>")
@@ -213,9 +288,23 @@ def render_html(report: Mapping[str, Any]) -> str:
         s0 = rows[0][1]
         parts.append(f"<figure>{distribution_svg(t, rows)}<figcaption>{escape(t)}: batch {_f(s0.get('batch'))}, "
                      f"{_f(s0.get('threads'))} thread(s), {_f(s0.get('runs'))} runs per model, interleaved bursts, "
-                     f"{_f(s0.get('rounds', 1))} round(s) of fresh processes per model.</figcaption></figure>")
+                     f"{_f(s0.get('rounds', 1))} round(s) of fresh processes per model. Dots are single runs; "
+                     "the box spans p25-p75 with the median, whiskers p1-p99; runs beyond 1.1x the largest p99 "
+                     "are drawn at the right edge.</figcaption></figure>")
     parts.append("</div></body></html>\n")
     return "".join(parts)
+
+
+def _decisions(report: Mapping[str, Any]) -> list[str]:
+    """What the quantize stage weighed: the file it did not ship, with the numbers that decided."""
+    out = []
+    for st in report.get("stages") or []:
+        keep = ((st or {}).get("details") or {}).get("keep") if isinstance(st, Mapping) else None
+        if isinstance(keep, Mapping) and keep.get("reason"):
+            shipped = str(keep.get("shipped"))
+            word = " (the quantized file was measured and rejected)" if shipped == "float" else ""
+            out.append(f"<p><b>Quantization</b>: ships {escape(shipped)}{word}. {escape(str(keep.get('reason')))}</p>")
+    return out
 
 
 def write_html(report: Mapping[str, Any], path: Path) -> Path:

@@ -14,7 +14,28 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .bundle import _pre, kotlin_preprocess
+
+def _pre(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle's preprocessing as the snippets hard-code it: scale, then per-channel mean and std."""
+    p = dict(meta.get("preprocessing") or {})
+    return {"scale": float(p.get("scale", 1.0)), "mean": [float(m) for m in p.get("mean", [])],
+            "std": [float(s) for s in p.get("std", [])]}
+
+
+def kotlin_preprocess(meta: Mapping[str, Any], per_channel: int) -> str:
+    """The Kotlin class members: preprocessing constants, labels, and `preprocess`."""
+    pre = _pre(meta)
+    mean = ", ".join(f"{m}f" for m in pre["mean"]) or "0f"
+    std = ", ".join(f"{s}f" for s in pre["std"]) or "1f"
+    return f'''    private val scale = {pre["scale"]}f
+    private val mean = floatArrayOf({mean})
+    private val std = floatArrayOf({std})
+    val labels = listOf({", ".join(json.dumps(str(c)) for c in meta.get("class_labels") or [])})
+
+    private fun preprocess(raw: FloatArray) = FloatArray(raw.size) {{ i ->
+        val c = (i / {per_channel}).coerceAtMost(mean.size - 1)
+        (raw[i] * scale - mean[c]) / std[c]
+    }}'''
 
 ANDROID_PACKAGE = "org.pytorch:executorch-android"
 SWIFT_PACKAGE = "https://github.com/pytorch/executorch"

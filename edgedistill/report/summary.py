@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def format_summary(report: dict[str, Any], run_dir: str) -> str:
+def format_summary(report: dict[str, Any], run_dir: str, wall_seconds: float | None = None) -> str:
+    """`wall_seconds`: this command's wall time up to now (else the report's, taken when it was written)."""
     models, metric = report["models"], report["metric"]["name"]
     targets = [t for t, info in report.get("targets", {}).items() if info.get("available")]
     lines = [f"edgedistill: {report['recipe']['name']} → {run_dir}"]
@@ -38,5 +39,17 @@ def format_summary(report: dict[str, Any], run_dir: str) -> str:
                      f"portable kernels: {', '.join(et.get('portable_ops') or {}) or 'none'}")
     for g in report["gates"]:
         lines.append(f"  gate {g['name']}: {'pass' if g['passed'] else 'FAIL'} (value {g['value']:.4g}, limit {g['limit']})")
-    lines.append(f"  {'PASSED' if report['passed'] else 'FAILED'} in {report.get('total_seconds', 0):.1f} s")
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    run = report.get("invocation")
+    if run is None:  # a report from before invocations were recorded
+        lines.append(f"  {verdict} in {report.get('total_seconds', 0):.1f} s")
+        return "\n".join(lines)
+    threads = run.get("threads") or {}
+    wall = wall_seconds if wall_seconds is not None else run["wall_seconds"]
+    lines.append(f"  {verdict} in {wall:.1f} s wall for this command "
+                 f"({threads.get('count', '?')} thread(s), {threads.get('source', '?')})")
+    reused = run.get("reused_stages") or []
+    if reused:
+        seconds = sum(s["seconds"] for s in report["stages"] if f"{s['index']}-{s['kind']}" in reused)
+        lines.append(f"  reused from the earlier run: {', '.join(reused)} (their {seconds:.1f} s not repeated)")
     return "\n".join(lines)

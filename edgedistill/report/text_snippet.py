@@ -42,13 +42,16 @@ if __name__ == "__main__":
     opts = meta.get("session_options") or {}
     config = dict(opts.get("session_config") or {})
     level = opts.get("graph_optimization_level")
-    options = "options = ort.SessionOptions()\n"
+    version, threads = meta.get("onnxruntime_version") or "", int(meta.get("threads") or 1)
+    options = (f"ORT_VERSION = {version!r}  # this bundle was verified with it\n"
+               f"THREADS = {threads}  # the latency in the model card was measured with this many threads\n"
+               "options = ort.SessionOptions()\noptions.intra_op_num_threads = THREADS\n")
     if level:
         options += f"options.graph_optimization_level = ort.GraphOptimizationLevel.{level}\n"
     if config:
         options += (f"SESSION_CONFIG = {config!r}  # chosen by measurement on the target (see manifest.json)\n"
                     "for key, value in SESSION_CONFIG.items():\n    options.add_session_config_entry(key, value)\n")
-    return f'''"""Run the bundled text model with ONNX Runtime (pip install onnxruntime numpy tokenizers).
+    return f'''"""Run the bundled text model with ONNX Runtime (pip install onnxruntime=={version} numpy tokenizers).
 
 Usage: python usage/predict.py   (from the bundle directory or anywhere else)
 """

@@ -82,7 +82,7 @@ class ImageClassification(Task):
 
 
     def snippets(self, spec: Mapping[str, Any], meta: Mapping[str, Any], mobile_file: str) -> dict[str, str]:
-        from ..report.bundle import image_snippets
+        from ..report.image_snippets import image_snippets
 
         return image_snippets(spec, meta, mobile_file)
 
