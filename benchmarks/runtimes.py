@@ -35,8 +35,10 @@ QUICK = {"mobile_executorch": ["teacher.train.epochs=2", "stages.0.train.epochs=
 
 
 def compress(recipe: str, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    from toolchain import edgedistill_command
+
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", recipe, "--out", str(run_dir),
+    cmd = [*edgedistill_command(), "compress", "--recipe", recipe, "--out", str(run_dir),
            *[a for o in overrides for a in ("--set", o)]]
     print("running:", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
