@@ -41,13 +41,15 @@ def _sets(overrides: list[str]) -> list[str]:
 
 def _compress(run_dir: Path, data_dir: Path, quick: bool) -> None:
     """The student row: `edgedistill compress --recipe minilm_embedder`, as a user runs it (a fresh folder)."""
+    from toolchain import edgedistill_command
+
     from edgedistill.recipe import builtin_recipe_names
 
     if RECIPE not in builtin_recipe_names():
         raise SystemExit(f"this edgedistill has no built-in recipe {RECIPE!r}; pass --reuse-run RUN_DIR "
                          "(a finished compress run folder with bundle/model.onnx)")
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", RECIPE, "--out", str(run_dir),
+    cmd = [*edgedistill_command(), "compress", "--recipe", RECIPE, "--out", str(run_dir),
            *_sets([f"data.path={data_dir}", *(QUICK if quick else [])])]
     print("running:", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)

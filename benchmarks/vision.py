@@ -81,8 +81,10 @@ def ort_static_ptq(fp32: Path, out: Path, calib_x) -> Path:
 
 def _compress(run_dir: Path, overrides: list[str]) -> None:
     """The pipeline row: `edgedistill compress` on the recipe, as a user runs it (a fresh run folder)."""
+    from toolchain import edgedistill_command
+
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgedistill.cli.main", "compress", "--recipe", str(RECIPE), "--out", str(run_dir),
+    cmd = [*edgedistill_command(), "compress", "--recipe", str(RECIPE), "--out", str(run_dir),
            *_sets(overrides)]
     print("running:", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -24,10 +24,10 @@ from .main import cli
               help="text data: tokens per text")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 def evaluate(model: str, data_spec: str, split: str, tokenizer: str | None, max_length: int, as_json: bool) -> None:
-    """Score an exported ONNX file on a dataset by running it in ONNX Runtime."""
+    """Score an exported file on a dataset by running it in its runtime (.onnx: ONNX Runtime, .pte: ExecuTorch)."""
     from edgedistill.data import load_dataset, parse_data_spec
     from edgedistill.data.check import check_outputs
-    from edgedistill.evaluate import onnx_predictor
+    from edgedistill.report.runtimes import file_runtime, predictor
     from edgedistill.tasks import build_task
 
     path = Path(model)
@@ -42,7 +42,7 @@ def evaluate(model: str, data_spec: str, split: str, tokenizer: str | None, max_
         raise UserError(f"the {split} split is empty", where=f"--split {split}", fix="choose another split")
     task = build_task(None, data)
     try:
-        predict = onnx_predictor(path, output_names=task.output_names)
+        predict = predictor(path, task)
         first = predict(task.feed(samples, slice(0, 1)))[task.output_names[0]]
     except Exception as exc:  # onnxruntime raises several types for unloadable or mismatched files
         shapes = ", ".join(f"{k} {list(v)}" for k, v in data.input_shapes().items())
@@ -53,6 +53,7 @@ def evaluate(model: str, data_spec: str, split: str, tokenizer: str | None, max_
     name = task.metric.name
     if as_json:
         click.echo(json.dumps({"model": str(path), "data": data_spec, "split": split, "samples": len(samples),
-                               "metric": {"name": name, "value": value}, "measured_on": "onnxruntime"}))
+                               "metric": {"name": name, "value": value}, "measured_on": file_runtime(path)}))
     else:
-        click.echo(f"{path}: {name} {value:.4f} on {len(samples)} {data.name} {split} samples (ONNX Runtime)")
+        runtime = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}[file_runtime(path)]
+        click.echo(f"{path}: {name} {value:.4f} on {len(samples)} {data.name} {split} samples ({runtime})")

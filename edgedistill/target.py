@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError, did_you_mean
 from .yamlsafe import load as load_yaml
@@ -45,7 +45,9 @@ class Target(BaseModel):
     name: str
     description: str = ""
     arch: Literal["x86_64", "aarch64", "any"] = "x86_64"
-    runtime: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    runtime: Literal["onnxruntime", "tensorrt", "executorch"] = "onnxruntime"
+    delegate: Literal["xnnpack"] | None = Field(
+        None, description="runtime executorch: the backend the .pte is lowered to (xnnpack: Android and iOS CPUs)")
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: dict[str, dict] = Field(default_factory=dict)
     cpu_flags: list[str] = Field(default_factory=list, description="CPU flags the target requires (from /proc/cpuinfo)")
@@ -59,7 +61,7 @@ class Target(BaseModel):
         default_factory=dict, description="fixed shapes for named inputs; other symbolic dims get the batch size")
     quant_preset: str = "x86_vnni"
     precision: Literal["fp32", "fp16", "int8"] = "int8"
-    formats: list[Literal["onnx", "ort", "engine"]] = Field(default_factory=lambda: ["onnx"])
+    formats: list[Literal["onnx", "ort", "engine", "pte"]] = Field(default_factory=lambda: ["onnx"])
     runs: int = Field(100, ge=1, description="timed runs per model (after warm-up)")
     warmup: int = Field(10, ge=0)
     time_budget_s: float | None = Field(None, gt=0, description="stop timing early once this many seconds pass")
@@ -98,6 +100,22 @@ class Target(BaseModel):
         if any(s < 1 for s in v):
             raise ValueError("sequence_lengths must be positive integers")
         return v
+
+    @model_validator(mode="after")
+    def _executorch_fields(self) -> Target:
+        """An ExecuTorch target ships a batch-1 .pte lowered to a delegate (XNNPACK unless it says otherwise)."""
+        if self.runtime != "executorch":
+            if self.delegate is not None:
+                raise ValueError("delegate applies to runtime: executorch only")
+            return self
+        if self.batch_sizes != [1]:
+            raise ValueError("runtime executorch: the .pte is exported for batch 1, so batch_sizes must be [1]")
+        if self.precision == "fp16":
+            raise ValueError("runtime executorch: precision must be int8 or fp32 (XNNPACK fp16 is not built here)")
+        self.delegate = self.delegate or "xnnpack"
+        if "pte" not in self.formats:
+            self.formats = [*self.formats, "pte"]
+        return self
 
     @property
     def remote(self) -> bool:
@@ -230,6 +248,12 @@ def availability(target: Target) -> tuple[bool, str]:
         ok, why = tensorrt_status()
         if not ok:
             return False, why
+    if target.runtime == "executorch":
+        from .export.executorch import executorch_status
+
+        ok, why = executorch_status()
+        if not ok:
+            return False, why
     if target.runtime == "onnxruntime":
         import onnxruntime as ort
 
@@ -244,7 +268,7 @@ def describe(target: Target, usable: bool | None = None, reason: str | None = No
     """One target as `targets` and `doctor` show it: what it is, and whether it runs here (and why not)."""
     if usable is None:
         usable, reason = availability(target)
-    return {"name": target.name, "usable": usable, "reason": reason, "runtime": target.runtime,
+    return {"name": target.name, "usable": usable, "reason": reason, "runtime": target.runtime, "delegate": target.delegate,
             "precision": target.precision, "quant_preset": target.quant_preset, "threads": target.threads,
             "formats": target.formats, "remote": target.remote, "description": target.description}
 

@@ -90,7 +90,7 @@ def test_interrupted_training_resumes_mid_stage(tmp_path):
 
     done = run_cli(*args, "--resume")
     assert done.returncode in (0, 1), done.stderr
-    assert "skipped finished stages 0-teacher" in done.stdout
+    assert "reused from the earlier run: 0-teacher (" in done.stdout
     distill = json.loads((run / "report.json").read_text())["stages"][1]["details"]
     assert distill["resumed_from_epoch"] is not None and 1 <= distill["resumed_from_epoch"] < epochs
     assert [h["epoch"] for h in distill["history"]] == list(range(1, epochs + 1))

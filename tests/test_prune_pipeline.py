@@ -73,7 +73,7 @@ def test_pruned_checkpoints_reload_through_the_pipeline_and_resume(tmp_path):
 
     again = run_cli("compress", "--recipe", str(recipe), "--out", str(out), "--resume")
     assert again.returncode == 0, again.stderr
-    assert "skipped finished stages 0-teacher, 1-distill, 2-prune, 3-export" in again.stdout
+    assert "reused from the earlier run: 0-teacher, 1-distill, 2-prune, 3-export (" in again.stdout
 
 
 def _direct(tmp_path: Path, stage: dict):

@@ -105,12 +105,13 @@ def test_cli_targets_lists_every_builtin():
     assert all(r["usable"] or r["reason"] for r in rows)
 
 
-def test_cli_runs_as_a_module_too():
-    """`python -m edgedistill.cli.main` (run_cli's fallback without the console script) has every command."""
+def test_cli_runs_as_a_module_too(tmp_path):
+    """`python -m edgedistill.cli.main` (run_cli's fallback without the console script) has every command.
+    (Run outside the checkout: `-m` puts the current folder first on sys.path.)"""
     import subprocess
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "edgedistill.cli.main", "targets", "--json"], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert {r["name"] for r in json.loads(proc.stdout)} == set(builtin_target_names())

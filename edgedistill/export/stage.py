@@ -18,7 +18,7 @@ class ExportConfig(Strict):
     parity_atol: float = Field(1e-3, gt=0, description="max |torch − onnx| allowed for a float export")
 
 
-@register_stage("export", ExportConfig, may_follow={START, "distill", "prune", "quantize", "vocab"},
+@register_stage("export", ExportConfig, may_follow={START, "distill", "prune", "quantize", "vocab", "executorch"},
                 summary="export ONNX and check parity against the torch model")
 def run_export(state: ModelState, cfg: ExportConfig, ctx: RunContext) -> ModelState:
     from ..evaluate import evaluate_onnx

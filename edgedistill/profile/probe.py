@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Sequence
 
 import numpy as np
@@ -247,7 +248,59 @@ class OrtRunner:
         self.session.run(None, feed)
 
 
+class PteRunner:
+    """An ExecuTorch program (.pte) behind the same calls, run by ExecuTorch's runtime with its delegates
+    (XNNPACK) on a threadpool of the target's size. The file has no input names: they come from
+    `cfg["input_names"]` (the task's), else `input` for a single input."""
+
+    # ExecuTorch ScalarType codes → the ONNX type names the feed code uses
+    TYPES: typing.ClassVar[dict[int, str]] = {0: "tensor(uint8)", 1: "tensor(int8)", 3: "tensor(int32)", 4: "tensor(int64)", 5: "tensor(float16)",
+             6: "tensor(float)", 7: "tensor(double)", 11: "tensor(bool)"}
+
+    def __init__(self, path: str, cfg: dict) -> None:
+        import torch
+
+        self.torch = torch
+        self.method = load_pte(path, int(cfg.get("threads", 1)))
+        meta = self.method.method_meta()
+        n = meta.num_inputs()
+        names = list(cfg.get("input_names") or (["input"] if n == 1 else [f"input_{i}" for i in range(n)]))
+        self._inputs = [(names[i], [int(d) for d in meta.input_tensor_meta(i).sizes()],
+                         self.TYPES.get(int(meta.input_tensor_meta(i).dtype()), "tensor(float)")) for i in range(n)]
+        self._fed: dict | None = None
+        self._tensors: list = []
+
+    def inputs(self):
+        return self._inputs
+
+    def providers(self) -> list[str]:
+        return ["executorch", "XnnpackBackend"]  # the delegate the exporter lowers to (export/executorch.py)
+
+    def run(self, feed: dict) -> None:
+        if feed is not self._fed:  # the same arrays every call: wrap them once (zero-copy)
+            self._tensors = [self.torch.from_numpy(np.ascontiguousarray(feed[name])) for name, _, _ in self._inputs]
+            self._fed = feed
+        self.method(self._tensors)
+
+
+def load_pte(path: str, threads: int | None = None):
+    """The `forward` method of a .pte in ExecuTorch's runtime, on a threadpool of `threads` threads.
+
+    The runtime's C extension is imported directly, after torch (it links libtorch): the public
+    `executorch.runtime` module also imports the exporter, about 10 s more per process on these machines.
+    Verification is InternalConsistency, as `executorch.runtime.Runtime.load_program` does by default."""
+    import torch  # noqa: F401
+    from executorch.extension.pybindings import _C
+
+    if threads and _C._threadpool_get_thread_count() != int(threads):
+        _C._unsafe_reset_threadpool(int(threads))
+    program = _C._load_program(str(path), program_verification=_C.Verification.InternalConsistency)
+    return program.load_method("forward")
+
+
 def open_runner(path: str, cfg: dict, profile_prefix: str | None = None):
+    if str(path).endswith(".pte"):  # the file names its runtime: an .onnx and a .pte can be timed in one run
+        return PteRunner(path, cfg)
     if cfg.get("runtime") == "tensorrt":
         return TrtSession(path, cfg)
     return OrtRunner(path, cfg, profile_prefix)
@@ -351,8 +404,8 @@ def _handle(msg: dict, state: dict) -> dict:
         peak = peak_rss_mb()
         return {"ok": True, "samples_ms": out, "peak_rss_mb": peak, "session_rss_mb": peak - state["base_rss"]}
     if cmd == "ops":
-        if state["cfg"].get("runtime") == "tensorrt":
-            return {"ok": True, "ops": None}
+        if state["cfg"].get("runtime") == "tensorrt" or isinstance(state["runner"], PteRunner):
+            return {"ok": True, "ops": None}  # per-op times come from ONNX Runtime's profiler only
         warm, runs = 2, int(msg["runs"])
         with tempfile.TemporaryDirectory() as tmp:
             runner = OrtRunner(state["path"], state["cfg"], profile_prefix=os.path.join(tmp, "ort"))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data import Dataset
-from ..evaluate import evaluate_onnx
 from ..io import file_size_mb, sha256_file, write_json
 from ..state import ModelState
 
@@ -106,6 +105,7 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     from ..profile import interleaved_ratio, profile_models
     from ..profile.latency import fit_sequence, real_feed
     from ..target import availability, load_target
+    from . import runtimes
     from .bundle import write_bundle
     from .html import write_html
 
@@ -127,8 +127,12 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         "student": {"params": _params(state.model)},
         "deployed": {"path": "bundle/model.onnx", "params": _params(state.model), "metric_measured_on": "onnxruntime"},
     }
+    extra = runtimes.extra_artifacts(state, run_dir, compare)  # e.g. the ExecuTorch .pte, scored in its runtime
+    for name, (path, entry) in extra.items():
+        files[name], splits[name] = path, splits["deployed"]
+        models[name] = {**entry, "params": _params(state.model)}
     for name, path in files.items():
-        models[name].update(size_mb=round(file_size_mb(path), 6), metric=evaluate_onnx(path, *splits[name]),
+        models[name].update(size_mb=round(file_size_mb(path), 6), metric=runtimes.score_file(path, *splits[name]),
                             latency={})
     models["student"]["metric_measured_on"] = models["teacher"]["metric_measured_on"] = "onnxruntime"
 
@@ -139,6 +143,8 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
     target_list = [load_target(t) for t in cfg.targets]
     for target in target_list:
         usable, reason = availability(target)
+        if usable and target.runtime == "executorch" and runtimes.EXECUTORCH_MODEL not in files:
+            usable, reason = False, "the recipe has no executorch stage, so there is no .pte to time"
         targets[target.name] = {"available": usable, "reason": reason, "quant_preset": target.quant_preset,
                                 "spec": target.model_dump(mode="json")}  # lets `check` re-profile custom targets
         if not usable:
@@ -150,12 +156,14 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         samples = s_task.feed(s_data.test, slice(None))  # the student's ids are valid in the teacher's table too
         for batch, seq in ((b, s) for b in batches for s in seqs):
             feed = real_feed(samples if seq is None else fit_sequence(samples, seq), batch)
-            result = profile_models(files, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
+            timed = runtimes.files_for_target(files, target, batch)
+            options = {**runtimes.model_options(timed, s_task), **({"deployed": shipped_options} if shipped_options else {})}
+            result = profile_models(timed, target, batch=batch, threads=cfg.profile.threads, runs=cfg.profile.runs,
                                     warmup=cfg.profile.warmup, burst=cfg.profile.burst, rounds=cfg.profile.rounds,
-                                    feed=feed, sequence=seq,
-                                    model_options={"deployed": shipped_options} if shipped_options else None)
+                                    feed=feed, sequence=seq, model_options=options or None)
             base = result.get("teacher") or {}
             for name, stats in result.items():
+                stats["runtime"] = runtimes.runtime_of(timed[name], target)
                 if base.get("samples_ms") and stats.get("samples_ms") and name != "teacher":
                     stats["ratio_vs_teacher"] = round(interleaved_ratio(base["samples_ms"], stats["samples_ms"],
                                                                         int(base["burst"]))["ratio"], 5)
@@ -181,11 +189,13 @@ def finish_run(recipe: Recipe, run_dir: Path, data: Dataset, state: ModelState, 
         report["invocation"] = invocation
     dataset_meta = {**s_task.bundle_meta(), **({"session_options": shipped_options} if shipped_options else {})}
     bdir = write_bundle(run_dir, state.onnx, dataset_meta=dataset_meta, report=report, snippets=s_task.snippets,
-                        targets=target_list)
+                        targets=target_list, extras=runtimes.bundle_extras(files, models))
     # what `check` compares the artifact against: the report's numbers belong to exactly these bytes
     models["deployed"]["sha256"] = sha256_file(bdir / "model.onnx")
     if (bdir / "model.onnx.data").exists():
         models["deployed"]["data_sha256"] = sha256_file(bdir / "model.onnx.data")
+    if runtimes.EXECUTORCH_MODEL in models:
+        models[runtimes.EXECUTORCH_MODEL]["sha256"] = sha256_file(bdir / "model.pte")
     if invocation is not None:  # this command's wall time, imports and data loading included
         from .. import STARTED
 

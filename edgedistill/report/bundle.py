@@ -136,7 +136,7 @@ def _measured_note(report: Mapping[str, Any], t: Target, measured: Sequence[str]
 
 
 def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: dict, targets: list[Target],
-                 snippets: Snippets | None = None) -> Path:
+                 snippets: Snippets | None = None, extras: Sequence[Any] = ()) -> Path:
     """Fill `<run_dir>/bundle/` and return its path. Files are written atomically; the manifest goes last.
 
     `snippets(spec, meta, mobile_file)` writes `usage/<name>` files; the task supplies it (`Task.snippets`),
@@ -173,6 +173,11 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     meta = {**dataset_meta, **runtime, "image_input": img}
     for name, text in (snippets or image_snippets)(spec, meta, mobile_file).items():
         written.append(write_text(bdir / "usage" / name, text))
+    runtimes, cards = {}, []  # other runtimes' files (ExecuTorch's model.pte: report/bundle_executorch.py)
+    for extra in extras:
+        files_, runtimes[extra.key], card_part = extra.write(bdir, dataset_meta)
+        written += files_
+        cards.append(card_part)
     precision = onnx_precision(bdir / "model.onnx")
     measured = list(dep.get("latency") or {})
     manifest: dict[str, Any] = {
@@ -208,6 +213,7 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
                          "engine_note": None if engines[t.name] else "not built: TensorRT or a GPU is missing here; "
                          "build it on the device (edgedistill doctor says why)"} if t.name in engines else {})}
                     for t in targets],
+        **({"runtimes": runtimes} if runtimes else {}),
         "versions": _versions(),
         "recipe": {"name": (report.get("recipe") or {}).get("name"), "sha256": (report.get("recipe") or {}).get("sha256")},
         "files": {},
@@ -219,7 +225,7 @@ def write_bundle(run_dir: Path, onnx_path: Path, *, dataset_meta: dict, report: 
     files = sorted({p.resolve() for p in written})
     manifest["files"] = {p.relative_to(bdir.resolve()).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in files}
-    card = model_card(manifest, report)
+    card = "\n".join([model_card(manifest, report), *cards])
     card_path = write_text(bdir / "MODEL_CARD.md", card)
     manifest["files"]["MODEL_CARD.md"] = {"sha256": sha256_file(card_path), "bytes": card_path.stat().st_size}
     manifest["integrity"] = integrity(manifest)

@@ -14,10 +14,16 @@ def format_summary(report: dict[str, Any], run_dir: str, wall_seconds: float | N
     for t in targets:
         header += f" {'p50 ms ' + t:>18} {'speedup':>8}"
     lines.append(header)
-    for name in ("teacher", "student", "deployed"):
+    for name in ("teacher", "student", "deployed", "deployed_executorch"):
+        if name not in models:
+            continue
         m = models[name]
-        row = f"  {name:<9} {m['metric']:>9.4f} {m['size_mb']:>9.3f} {m['params']:>10,}"
+        label = "model.pte" if name == "deployed_executorch" else name  # a second runtime's file
+        row = f"  {label:<9} {m['metric']:>9.4f} {m['size_mb']:>9.3f} {m['params']:>10,}"
         for t in targets:
+            if t not in m["latency"]:  # a .pte is timed on ExecuTorch targets only
+                row += f" {'-':>18} {'':>8}"
+                continue
             p50, base = m["latency"][t]["p50_ms"], models["teacher"]["latency"][t]["p50_ms"]
             row += f" {p50:>18.4f} {base / p50:>7.2f}x"
         lines.append(row)
@@ -27,6 +33,10 @@ def format_summary(report: dict[str, Any], run_dir: str, wall_seconds: float | N
     measured = models["deployed"]["metric_measured_on"]
     lines.append(f"  deployed metric measured by running bundle/model.onnx in {measured} "
                  f"on {report['metric']['samples']} {report['metric']['split']} samples")
+    if "deployed_executorch" in models:
+        et = models["deployed_executorch"]
+        lines.append(f"  model.pte ({et.get('precision')}, {et.get('delegate')}) metric measured in executorch; ops on "
+                     f"portable kernels: {', '.join(et.get('portable_ops') or {}) or 'none'}")
     for g in report["gates"]:
         lines.append(f"  gate {g['name']}: {'pass' if g['passed'] else 'FAIL'} (value {g['value']:.4g}, limit {g['limit']})")
     verdict = "PASSED" if report["passed"] else "FAILED"

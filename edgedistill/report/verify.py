@@ -133,6 +133,10 @@ def verify_bundle(path: str | Path) -> tuple[bool, list[str]]:
             problems += run_once(bdir / model_file, manifest)
     if "model.onnx" not in files:
         problems.append(f"{MANIFEST}: model.onnx is not listed")
+    if "model.pte" in regular:
+        from .bundle_executorch import verify_runtimes
+
+        problems += verify_runtimes(bdir, manifest)  # model.pte: loaded and run in ExecuTorch
     return not problems, problems
 
 
