@@ -12,6 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
+# Python subprocesses of the tests (`python -c`, `python -m`) must import the installed edgedistill: CI installs
+# it non-editable, and the checkout's source tree (the tests' working directory) would otherwise come first on
+# sys.path and shadow it, without `edgedistill.cli` (Python 3.11+; a test that needs the current folder on
+# sys.path puts it there itself)
+os.environ["PYTHONSAFEPATH"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -231,7 +231,7 @@ def test_verify_ignores_bytecode_caches_and_nothing_else(bundle):
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    proc = subprocess.run([sys.executable, "-c", "import predict"], cwd=bundle / "usage", capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.'); import predict"], cwd=bundle / "usage", capture_output=True,
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert list((bundle / "usage" / "__pycache__").glob("*.pyc"))

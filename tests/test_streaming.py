@@ -63,6 +63,7 @@ def test_an_image_that_breaks_while_decoding_in_a_worker_is_a_user_error(tmp_pat
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     import torch
+    sys.path.append(os.getcwd())  # the checkout, after the installed packages: `tests` only, never the source tree
     from tests.test_streaming import fit_digits
     def on_step(epoch, step, total):
         if step == int(sys.argv[2]):
