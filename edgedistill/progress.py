@@ -29,8 +29,9 @@ def enabled() -> bool:
 
 
 def logging_lines() -> bool:
-    """Plain lines instead of bars: not on a terminal, and not silenced."""
-    return _allowed() and not enabled()
+    """Plain lines instead of bars: not on a terminal, not silenced, and (under torchrun) only on rank 0, so
+    a log holds one copy of each line."""
+    return _allowed() and not enabled() and os.environ.get("RANK", "0") == "0"
 
 
 def log_every_s() -> float:
