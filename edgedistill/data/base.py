@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from ..config import Strict
 from ..errors import UserError, did_you_mean
+from .dev_split import DevSplitConfig
 
 
 class DataConfig(Strict):
@@ -31,6 +32,9 @@ class DataConfig(Strict):
     test_limit: int | None = Field(None, ge=1, description="use at most this many test samples")
     batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
+    dev_split: DevSplitConfig | None = Field(
+        None, description="sts: split the evaluation pairs into a selection half (validation, early stopping, "
+                          "choices) and a report half (test: metric, gates), e.g. {selection: 0.5, seed: 0, stratify: genre}")
 
     @field_validator("image_size")
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import DataConfig, Dataset, Split, register_dataset, stratified_split
+from .dev_split import split_pairs
 from .text_files import SentencePairs, encode_labels, read_corpus, read_labelled, read_sts, sts_sentences
 from .tokenize import load_tokenizer, tokenize
 
@@ -57,15 +58,11 @@ def pair_split(tokenizer: Any, pairs: SentencePairs, max_length: int) -> Split:
     return Split(inputs, pairs.scores.astype(np.float32))
 
 
-def _take_pairs(pairs: SentencePairs, rows: np.ndarray) -> SentencePairs:
-    return SentencePairs([pairs.first[i] for i in rows], [pairs.second[i] for i in rows], pairs.scores[rows])
-
-
 def _hold_out(pairs: SentencePairs, fraction: float, seed: int) -> tuple[SentencePairs, SentencePairs]:
     """(rest, held_out) of a pair list, deterministic for the seed."""
     order = np.random.default_rng(seed).permutation(len(pairs))
     n_held = round(len(pairs) * fraction) if fraction > 0 else 0
-    return _take_pairs(pairs, np.sort(order[n_held:])), _take_pairs(pairs, np.sort(order[:n_held]))
+    return pairs.take(np.sort(order[n_held:]).tolist()), pairs.take(np.sort(order[:n_held]).tolist())
 
 
 def _limit(pairs: SentencePairs, n: int | None) -> SentencePairs:
@@ -100,14 +97,24 @@ def _sts_files(cfg: DataConfig) -> tuple[Path, Path]:
     return train, test
 
 
+def sts_pairs(cfg: DataConfig, train_file: Path, test_file: Path) -> tuple[SentencePairs, SentencePairs, SentencePairs]:
+    """(training, validation, test) pairs: validation is `val_fraction` of the training pairs, or with
+    `dev_split` the selection half of the evaluation file (the test split is then its report half)."""
+    pairs = read_sts(train_file, "data.path")
+    evaluation = read_sts(test_file, "data.test_path")
+    if cfg.dev_split is not None:
+        val_pairs, test_pairs = split_pairs(evaluation, cfg.dev_split)
+        return pairs, val_pairs, _limit(test_pairs, cfg.test_limit)
+    rest, val_pairs = _hold_out(pairs, cfg.val_fraction, cfg.seed)
+    return rest, val_pairs, _limit(evaluation, cfg.test_limit)
+
+
 @register_dataset("sts")
 def load_sts(cfg: DataConfig) -> Dataset:
     train_file, test_file = _sts_files(cfg)
     tokenizer, tdir = resolve_tokenizer(cfg)
-    pairs = read_sts(train_file, "data.path")
-    rest, val_pairs = _hold_out(pairs, cfg.val_fraction, cfg.seed)
+    rest, val_pairs, test_pairs = sts_pairs(cfg, train_file, test_file)
     corpus = sts_sentences(rest)[: cfg.train_limit] if cfg.train_limit else sts_sentences(rest)
-    test_pairs = _limit(read_sts(test_file, "data.test_path"), cfg.test_limit)
     return _text_dataset("sts", "text_embedding", corpus_split(tokenizer, corpus, cfg.max_length),
                          pair_split(tokenizer, val_pairs, cfg.max_length),
                          pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
