@@ -4,6 +4,8 @@
   or the train file with `test_path` the evaluation file). The train split is the de-duplicated sentences of
   the training pairs, *unlabelled* (a corpus for embedding distillation); val is a held-out share of the
   training pairs; test is the evaluation file's pairs.
+- `sts_pairs`: `sts` whose train split is the training pairs with their gold scores, stacked [pairs, 2, seq]
+  (the data of a task stage: CoSENT or cosine regression on the scores beside the teacher's embeddings).
 - `text_corpus`: a plain corpus of lines for distillation (`path`), evaluated on STS-format pairs (`test_path`;
   `val_fraction` of them are held out for validation).
 - `text_labelled`: labelled text as CSV/TSV (header row) or JSONL (`path`: training file; `test_path`: test
@@ -116,6 +118,26 @@ def load_sts(cfg: DataConfig) -> Dataset:
     rest, val_pairs, test_pairs = sts_pairs(cfg, train_file, test_file)
     corpus = sts_sentences(rest)[: cfg.train_limit] if cfg.train_limit else sts_sentences(rest)
     return _text_dataset("sts", "text_embedding", corpus_split(tokenizer, corpus, cfg.max_length),
+                         pair_split(tokenizer, val_pairs, cfg.max_length),
+                         pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
+
+
+def stacked_pair_split(tokenizer: Any, pairs: SentencePairs, max_length: int) -> Split:
+    """Pairs for training on their gold scores: each input [pairs, 2, seq] (both sentences of a row, padded to
+    one length), targets the scores; the task runs both sentences in one forward pass."""
+    texts = [s for pair in zip(pairs.first, pairs.second, strict=True) for s in pair]
+    flat = tokenize(tokenizer, texts, max_length)
+    return Split({k: v.reshape(len(pairs), 2, v.shape[-1]) for k, v in flat.items()}, pairs.scores.astype(np.float32))
+
+
+@register_dataset("sts_pairs")
+def load_sts_pairs(cfg: DataConfig) -> Dataset:
+    """`sts` with the training *pairs* and their gold scores as the training split (a task stage's data:
+    `data: {name: sts_pairs}` in a distill stage with cosent / cosine_regression); validation and test as `sts`."""
+    train_file, test_file = _sts_files(cfg)
+    tokenizer, tdir = resolve_tokenizer(cfg)
+    rest, val_pairs, test_pairs = sts_pairs(cfg, train_file, test_file)
+    return _text_dataset("sts_pairs", "text_embedding", stacked_pair_split(tokenizer, rest.head(cfg.train_limit), cfg.max_length),
                          pair_split(tokenizer, val_pairs, cfg.max_length),
                          pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
 
