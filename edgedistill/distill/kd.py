@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..train import distributed as dd
 from ..train import fit
 from . import transformer_losses as _transformer_losses  # noqa: F401  (registers the output losses)
-from .augment import apply_shifts, epoch_shifts
+from .augment import augment_inputs, epoch_shifts
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
 from .losses import LOGIT_LOSSES, OUTPUT_LOSSES, standardize
@@ -83,7 +83,7 @@ def train_student(
         return task.forward(model, probe_batch)
 
     def augment(x: dict[str, torch.Tensor], shifts: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: apply_shifts(v, shifts) for k, v in x.items()}  # only image-shaped inputs move
+        return augment_inputs(aug, x, shifts)
 
     # features: recorders on both networks, connectors sized by one dry forward pass; transformer terms record
     # layer outputs and q/k/v projections the same way, and size their hidden-state projections from that pass

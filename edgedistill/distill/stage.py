@@ -150,6 +150,12 @@ class DistillConfig(Strict):
         if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
             return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
                     "use temperature_schedule.kind: constant, or cache.mode: dense/topk")
+        if self.augment.shift and self.augment.token_dropout:
+            return (("augment", "token_dropout"), "shift moves images and token_dropout drops text tokens: one stage "
+                    "trains on one kind of input", "set only the one that fits the data")
+        if self.augment.token_span > 1 and not self.augment.token_dropout:
+            return (("augment", "token_span"), "token_span applies to token_dropout, which is 0 (off)",
+                    "set augment.token_dropout (e.g. 0.1), or remove token_span")
         if self.augment.active and self.augment.teacher_sees == "original":
             spatial = [t.name for t in self.loss_terms() if t.name in (*FEATURE_TERMS, *TRANSFORMER_TERMS)]
             if spatial:
@@ -212,6 +218,9 @@ class DistillConfig(Strict):
         problem = self._check_pairs(recipe, terms)
         if problem:
             return problem
+        if self.augment.token_dropout and (task_cls is None or not issubclass(task_cls, TextTask)):
+            return (("augment", "token_dropout"), f'token_dropout drops text tokens; the task '
+                    f'"{getattr(task_cls, "kind", "?")}" is not a text task', "use augment.shift for images, or remove it")
         if task_cls is not None and getattr(task_cls, "default_distill_loss", None):
             for i, term in enumerate(terms):
                 if term.name in LOGIT_TERMS:
