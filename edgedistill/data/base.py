@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from ..config import Strict
 from ..errors import UserError, did_you_mean
+from .dev_split import DevSplitConfig
 from .stream import is_lazy, take_rows
 
 
@@ -33,6 +34,9 @@ class DataConfig(Strict):
     batch_size: int = Field(64, ge=1, le=65536, description="training batch size")
     workers: int | None = Field(None, ge=0, le=256, description="DataLoader worker processes that decode and augment streamed data (image folders, packed shards); default: the CPUs this process may use, less one (max 8); in-memory sets use none")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the split")
+    dev_split: DevSplitConfig | None = Field(
+        None, description="sts: split the evaluation pairs into a selection half (validation, early stopping, "
+                          "choices) and a report half (test: metric, gates), e.g. {selection: 0.5, seed: 0, stratify: genre}")
 
     @field_validator("image_size")
     @classmethod

@@ -4,6 +4,8 @@
   or the train file with `test_path` the evaluation file). The train split is the de-duplicated sentences of
   the training pairs, *unlabelled* (a corpus for embedding distillation); val is a held-out share of the
   training pairs; test is the evaluation file's pairs.
+- `sts_pairs`: `sts` whose train split is the training pairs with their gold scores, stacked [pairs, 2, seq]
+  (the data of a task stage: CoSENT or cosine regression on the scores beside the teacher's embeddings).
 - `text_corpus`: a plain corpus of lines for distillation (`path`), evaluated on STS-format pairs (`test_path`;
   `val_fraction` of them are held out for validation).
 - `text_labelled`: labelled text as CSV/TSV (header row) or JSONL (`path`: training file; `test_path`: test
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import DataConfig, Dataset, Split, register_dataset, stratified_split
+from .dev_split import split_pairs
 from .text_files import SentencePairs, check_scored, encode_labels, read_corpus, read_labelled, read_sts, sts_sentences
 from .tokenize import load_tokenizer, tokenize
 
@@ -57,15 +60,11 @@ def pair_split(tokenizer: Any, pairs: SentencePairs, max_length: int) -> Split:
     return Split(inputs, pairs.scores.astype(np.float32))
 
 
-def _take_pairs(pairs: SentencePairs, rows: np.ndarray) -> SentencePairs:
-    return SentencePairs([pairs.first[i] for i in rows], [pairs.second[i] for i in rows], pairs.scores[rows])
-
-
 def _hold_out(pairs: SentencePairs, fraction: float, seed: int) -> tuple[SentencePairs, SentencePairs]:
     """(rest, held_out) of a pair list, deterministic for the seed."""
     order = np.random.default_rng(seed).permutation(len(pairs))
     n_held = round(len(pairs) * fraction) if fraction > 0 else 0
-    return _take_pairs(pairs, np.sort(order[n_held:])), _take_pairs(pairs, np.sort(order[:n_held]))
+    return pairs.take(np.sort(order[n_held:]).tolist()), pairs.take(np.sort(order[:n_held]).tolist())
 
 
 def _limit(pairs: SentencePairs, n: int | None) -> SentencePairs:
@@ -100,16 +99,47 @@ def _sts_files(cfg: DataConfig) -> tuple[Path, Path]:
     return train, test
 
 
+def sts_pairs(cfg: DataConfig, train_file: Path, test_file: Path) -> tuple[SentencePairs, SentencePairs, SentencePairs]:
+    """(training, validation, test) pairs: validation is `val_fraction` of the training pairs, or with
+    `dev_split` the selection half of the evaluation file (the test split is then its report half)."""
+    pairs = read_sts(train_file, "data.path")
+    evaluation = read_sts(test_file, "data.test_path")
+    if cfg.dev_split is not None:
+        val_pairs, test_pairs = split_pairs(evaluation, cfg.dev_split)
+        where = f"data.dev_split (the halves of {test_file})"
+        return pairs, check_scored(val_pairs, where), check_scored(_limit(test_pairs, cfg.test_limit), where)
+    rest, val_pairs = _hold_out(pairs, cfg.val_fraction, cfg.seed)
+    check_scored(val_pairs, f"data.val_fraction (the pairs held out of {train_file})")
+    return rest, val_pairs, check_scored(_limit(evaluation, cfg.test_limit), f"data.test_path ({test_file})")
+
+
 @register_dataset("sts")
 def load_sts(cfg: DataConfig) -> Dataset:
     train_file, test_file = _sts_files(cfg)
     tokenizer, tdir = resolve_tokenizer(cfg)
-    pairs = read_sts(train_file, "data.path")
-    rest, val_pairs = _hold_out(pairs, cfg.val_fraction, cfg.seed)
-    check_scored(val_pairs, f"data.val_fraction (the pairs held out of {train_file})")
+    rest, val_pairs, test_pairs = sts_pairs(cfg, train_file, test_file)
     corpus = sts_sentences(rest)[: cfg.train_limit] if cfg.train_limit else sts_sentences(rest)
-    test_pairs = check_scored(_limit(read_sts(test_file, "data.test_path"), cfg.test_limit), f"data.test_path ({test_file})")
     return _text_dataset("sts", "text_embedding", corpus_split(tokenizer, corpus, cfg.max_length),
+                         pair_split(tokenizer, val_pairs, cfg.max_length),
+                         pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
+
+
+def stacked_pair_split(tokenizer: Any, pairs: SentencePairs, max_length: int) -> Split:
+    """Pairs for training on their gold scores: each input [pairs, 2, seq] (both sentences of a row, padded to
+    one length), targets the scores; the task runs both sentences in one forward pass."""
+    texts = [s for pair in zip(pairs.first, pairs.second, strict=True) for s in pair]
+    flat = tokenize(tokenizer, texts, max_length)
+    return Split({k: v.reshape(len(pairs), 2, v.shape[-1]) for k, v in flat.items()}, pairs.scores.astype(np.float32))
+
+
+@register_dataset("sts_pairs")
+def load_sts_pairs(cfg: DataConfig) -> Dataset:
+    """`sts` with the training *pairs* and their gold scores as the training split (a task stage's data:
+    `data: {name: sts_pairs}` in a distill stage with cosent / cosine_regression); validation and test as `sts`."""
+    train_file, test_file = _sts_files(cfg)
+    tokenizer, tdir = resolve_tokenizer(cfg)
+    rest, val_pairs, test_pairs = sts_pairs(cfg, train_file, test_file)
+    return _text_dataset("sts_pairs", "text_embedding", stacked_pair_split(tokenizer, rest.head(cfg.train_limit), cfg.max_length),
                          pair_split(tokenizer, val_pairs, cfg.max_length),
                          pair_split(tokenizer, test_pairs, cfg.max_length), tokenizer, tdir, cfg)
 

@@ -8,6 +8,7 @@ the file and the line, never a traceback.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,19 @@ class SentencePairs:
     first: list[str]
     second: list[str]
     scores: np.ndarray  # float32, one per pair
+    genres: list[str] | None = None  # column 0 of an STS file (main-captions, main-news, ...), for stratified splits
 
     def __len__(self) -> int:
         return len(self.first)
 
+    def take(self, rows: Sequence[int]) -> SentencePairs:
+        """The pairs at `rows`, in that order."""
+        return SentencePairs([self.first[i] for i in rows], [self.second[i] for i in rows],
+                             self.scores[np.asarray(rows, dtype=np.int64)],
+                             None if self.genres is None else [self.genres[i] for i in rows])
+
     def head(self, n: int | None) -> SentencePairs:
-        return self if n is None else SentencePairs(self.first[:n], self.second[:n], self.scores[:n])
+        return self if n is None else self.take(range(min(n, len(self))))
 
 
 def _existing(path: str | Path, where: str) -> Path:
@@ -69,7 +77,7 @@ def read_sts(path: str | Path, where: str = "data.path") -> SentencePairs:
 
     Split on tabs only (no CSV quoting): STS-B sentences contain quote characters that a CSV reader would eat."""
     path = _existing(path, where)
-    first, second, scores = [], [], []
+    first, second, scores, genres = [], [], [], []
     for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
@@ -91,9 +99,10 @@ def read_sts(path: str | Path, where: str = "data.path") -> SentencePairs:
         first.append(cols[5])
         second.append(cols[6])
         scores.append(score)
+        genres.append(cols[0].strip())
     if not scores:
         raise UserError("no sentence pairs in the file", where=str(path), fix="point at an STS Benchmark TSV file")
-    return SentencePairs(first, second, np.asarray(scores, dtype=np.float32))
+    return SentencePairs(first, second, np.asarray(scores, dtype=np.float32), genres)
 
 
 def read_corpus(path: str | Path, where: str = "data.path", dedupe: bool = True) -> list[str]:

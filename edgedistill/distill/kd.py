@@ -21,6 +21,7 @@ from .augment import ShiftInputs, split_views
 from .cache import Targets, TeacherOutputs, count_calls, load_or_build
 from .features import FEATURE_LOSSES, FeatureTerm, Recorder, check_layers, evenly_spaced
 from .losses import LOGIT_LOSSES, OUTPUT_LOSSES, standardize
+from .pair_losses import PAIR_LOSSES
 from .schedules import TemperatureState
 from .transformer_terms import TRANSFORMER_TERMS, TransformerTerm
 
@@ -65,6 +66,7 @@ def train_student(
     terms = cfg.loss_terms(task)
     logit_terms = [t for t in terms if t.name in LOGIT_LOSSES]
     output_terms = [t for t in terms if t.name in OUTPUT_LOSSES]
+    pair_terms = [t for t in terms if t.name in PAIR_LOSSES]  # gold scores of stacked pairs: no teacher
     if logit_terms and getattr(task, "default_distill_loss", None):
         raise UserError(f'{task.kind} has no class logits: the loss terms {", ".join(t.name for t in logit_terms)} '
                         "do not apply", where=f"stages.{ctx.index - 1}.losses",
@@ -203,6 +205,8 @@ def train_student(
         else:
             for term in logit_terms:
                 loss = loss + term.weight * LOGIT_LOSSES[term.name](s, None, y, t, term.skew)
+        for term in pair_terms:
+            loss = loss + term.weight * PAIR_LOSSES[term.name](s, y, term)
         return loss
 
     before = [p.detach().clone() for p in connectors.parameters()]

@@ -24,7 +24,9 @@ from .schedules import TemperatureSchedule
 from .strategies import StrategyConfig
 
 LOGIT_TERMS = ("kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "logits_kl")
-OUTPUT_TERMS = ("embedding_mse", "embedding_cosine")  # the task's output vector itself (text_embedding)
+OUTPUT_TERMS = ("embedding_mse", "embedding_cosine", "embedding_relation")  # the task's output vectors (text_embedding)
+PAIR_TERMS = ("cosent", "cosine_regression")  # labelled sentence pairs (pair_losses.py): a task stage on sts_pairs
+PAIR_DATA = ("sts_pairs",)  # loaders whose training split is stacked pairs with gold scores
 # inside a Hugging Face encoder (transformer_terms.py); logits_kl is the classifier-logit term of the same family
 TRANSFORMER_TERMS = ("hidden_mse", "attention_kl", "value_relation_kl", "minilmv2_relations")
 TEXT_ONLY_TERMS = (*TRANSFORMER_TERMS, "logits_kl")
@@ -38,12 +40,13 @@ class LossTerm(Strict):
     """One weighted term of the loss. Feature terms name their layers, or ask for `evenly` spaced ones."""
 
     name: Literal["kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "mse", "cosine", "attention", "rkd_distance",
-                  "rkd_angle", "embedding_mse", "embedding_cosine", "hidden_mse", "attention_kl", "value_relation_kl",
-                  "minilmv2_relations", "logits_kl"] = Field(
+                  "rkd_angle", "embedding_mse", "embedding_cosine", "embedding_relation", "hidden_mse", "attention_kl",
+                  "value_relation_kl", "minilmv2_relations", "logits_kl", "cosent", "cosine_regression"] = Field(
         description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle; "
-                    "output (text_embedding, the default there): embedding_mse embedding_cosine; transformer "
-                    "(Hugging Face text models): hidden_mse attention_kl value_relation_kl minilmv2_relations, and "
-                    "logits_kl (text_classification)")
+                    "output (text_embedding, the default there): embedding_mse embedding_cosine embedding_relation; "
+                    "transformer (Hugging Face text models): hidden_mse attention_kl value_relation_kl "
+                    "minilmv2_relations, and logits_kl (text_classification); labelled pairs (a stage with "
+                    "data: {name: sts_pairs}): cosent cosine_regression")
     weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
     skew: float = Field(0.1, ge=0, le=1, description="skew_kl / skew_rkl: the mixing weight a")
     student_layers: list[int | str] | None = Field(
@@ -54,6 +57,14 @@ class LossTerm(Strict):
     evenly: int | None = Field(None, ge=1, le=64, description="feature terms: pick this many evenly spaced layers in each network")
     relation_heads: int | None = Field(
         None, ge=1, le=1024, description="minilmv2_relations: relation heads (must divide both attention widths; default: the teacher's head count)")
+    scale: float | None = Field(None, gt=0, le=1000, description="cosent: the scale λ of the cosine differences (default 20)")
+    score_range: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="cosine_regression: [lo, hi] of the gold scores, mapped onto cosines 0..1 (default [0, 5], STS)")
+
+    def param(self, name: str) -> Any:
+        """A term setting with its default (`scale` 20, `score_range` [0, 5])."""
+        value = getattr(self, name)
+        return value if value is not None else {"scale": 20.0, "score_range": [0.0, 5.0]}[name]
 
 
 class DistillConfig(Strict):
@@ -99,6 +110,15 @@ class DistillConfig(Strict):
             if term.relation_heads is not None and term.name != "minilmv2_relations":
                 return (("losses", i, "relation_heads"), "relation_heads only applies to minilmv2_relations",
                         "remove relation_heads from this term")
+            for field, owner in (("scale", "cosent"), ("score_range", "cosine_regression")):
+                if getattr(term, field) is not None and term.name != owner:
+                    return (("losses", i, field), f"{field} only applies to {owner}", f"remove {field} from this term")
+            if term.score_range is not None and not term.score_range[0] < term.score_range[1]:
+                return (("losses", i, "score_range"), f"score_range {term.score_range} is not [lo, hi] with lo < hi",
+                        "give the lowest and the highest gold score, e.g. [0, 5] for STS")
+            if term.name in PAIR_TERMS and (has_layers or term.evenly):
+                return (("losses", i), f'"{term.name}" compares the two sentences\' embeddings and takes no layers',
+                        "remove student_layers/teacher_layers/evenly")
             if term.name in TRANSFORMER_TERMS:
                 problem = _check_transformer_layers(term)
                 if problem:
@@ -130,6 +150,12 @@ class DistillConfig(Strict):
         if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
             return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
                     "use temperature_schedule.kind: constant, or cache.mode: dense/topk")
+        if self.augment.shift and self.augment.token_dropout:
+            return (("augment", "token_dropout"), "shift moves images and token_dropout drops text tokens: one stage "
+                    "trains on one kind of input", "set only the one that fits the data")
+        if self.augment.token_span > 1 and not self.augment.token_dropout:
+            return (("augment", "token_span"), "token_span applies to token_dropout, which is 0 (off)",
+                    "set augment.token_dropout (e.g. 0.1), or remove token_span")
         if self.augment.active and self.augment.teacher_sees == "original":
             spatial = [t.name for t in self.loss_terms() if t.name in (*FEATURE_TERMS, *TRANSFORMER_TERMS)]
             if spatial:
@@ -156,6 +182,23 @@ class DistillConfig(Strict):
                 return (field, exc.message, exc.fix or "")
         return None
 
+    def _check_pairs(self, recipe: Any, terms: list[LossTerm]) -> tuple[tuple, str, str] | None:
+        """Pair terms need a stage trained on labelled pairs (sts_pairs); such a stage needs a text_embedding task."""
+        data_name = (self.data or {}).get("name", recipe.data.name)
+        on_pairs = data_name in PAIR_DATA
+        for i, term in enumerate(terms):
+            if term.name in PAIR_TERMS and not on_pairs:
+                return (("losses", i, "name"), f'"{term.name}" learns from labelled sentence pairs, but this stage '
+                        f'trains on "{data_name}"', "give the stage data: {name: sts_pairs} (the recipe's STS "
+                        "train pairs with their gold scores), or drop this term")
+        if on_pairs and getattr(recipe.task, "kind", None) != "text_embedding":
+            return (("data", "name"), f"{data_name} trains a sentence embedding; the task is "
+                    f'"{getattr(recipe.task, "kind", "?")}"', "use task: text_embedding")
+        if on_pairs and self.augment.active:
+            return (("augment",), "augmentation applies to one text (or image) a row, not to stacked pairs",
+                    "augment the general (corpus) stage instead")
+        return None
+
     def check_recipe(self, recipe: Any) -> tuple[tuple, str, str] | None:
         """Checks that need the whole recipe: transformer terms need a text task and Hugging Face models whose
         layers exist; the stage's own data must exist and suit the losses."""
@@ -172,6 +215,12 @@ class DistillConfig(Strict):
             problem = check_stage_data(recipe.data, self.data, [t.name for t in terms if t.name == "ce"])
             if problem:
                 return problem
+        problem = self._check_pairs(recipe, terms)
+        if problem:
+            return problem
+        if self.augment.token_dropout and (task_cls is None or not issubclass(task_cls, TextTask)):
+            return (("augment", "token_dropout"), f'token_dropout drops text tokens; the task '
+                    f'"{getattr(task_cls, "kind", "?")}" is not a text task', "use augment.shift for images, or remove it")
         if task_cls is not None and getattr(task_cls, "default_distill_loss", None):
             for i, term in enumerate(terms):
                 if term.name in LOGIT_TERMS:

@@ -1,6 +1,8 @@
 """Distillation losses for transformer encoders, as plain functions over tensors.
 
 - `embedding_mse`, `embedding_cosine`: on the pooled sentence embedding (what an embedder ships).
+- `embedding_relation`: the in-batch cosine-similarity matrices of student and teacher embeddings matched
+  (MSE over all pairs of rows): the relation an STS or retrieval user consumes, not the vectors themselves.
 - `hidden_mse`: hidden states matched through a layer mapping (TinyBERT's uniform one by default), with a
   learned linear projection per pair where the widths differ (`HiddenProjections`, trained with the
   student and never exported).
@@ -43,6 +45,18 @@ def embedding_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def embedding_cosine(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """1 − cos(s, t), batch mean (ignores the norm, which a normalised embedder throws away anyway)."""
     return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
+
+
+def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    """cos(x_i, x_j) for every pair of rows; leading axes are rows (a [batch, 2, dim] pair batch gives 2·batch)."""
+    x = F.normalize(x.reshape(-1, x.shape[-1]), dim=-1)
+    return x @ x.T
+
+
+@register_output_loss("embedding_relation")
+def embedding_relation(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """mean over i, j of (cos(s_i, s_j) − cos(t_i, t_j))²: the in-batch similarity structure, not the vectors."""
+    return F.mse_loss(cosine_matrix(s), cosine_matrix(t))
 
 
 def logits_kl(s: torch.Tensor, t: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

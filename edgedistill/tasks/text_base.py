@@ -39,17 +39,18 @@ def trim_padding(batch: Mapping[str, Any]) -> dict[str, Any]:
     Left-padded batches keep their length (nothing trails)."""
     out = dict(batch)
     for key, mask in batch.items():
-        if not key.endswith("attention_mask") or getattr(mask, "ndim", 0) != 2:
+        if not key.endswith("attention_mask") or getattr(mask, "ndim", 0) < 2:
             continue
         prefix = key[: -len("attention_mask")]
-        used = np.flatnonzero(np.asarray(mask).any(axis=0))
+        width = mask.shape[-1]  # [rows, seq], or [pairs, 2, seq] for stacked pairs
+        used = np.flatnonzero(np.asarray(mask).reshape(-1, width).any(axis=0))
         length = max(int(used[-1]) + 1 if len(used) else 1, 1)
-        if length == mask.shape[1]:
+        if length == width:
             continue
         for name in TOKEN_INPUTS:
             value = batch.get(prefix + name)
-            if value is not None and value.ndim == 2 and value.shape[1] == mask.shape[1]:
-                out[prefix + name] = value[:, :length]
+            if value is not None and value.ndim == mask.ndim and value.shape[-1] == width:
+                out[prefix + name] = value[..., :length]
     return out
 
 

@@ -22,6 +22,7 @@ from .text_base import TextTask
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from ..data import Dataset, Split
 
@@ -50,6 +51,15 @@ class TextEmbedding(TextTask):
                  input_names: tuple[str, ...] | None = None) -> None:
         super().__init__(cfg or TextEmbeddingConfig(), data, input_names)
         self.outputs = (TensorSpec(OUTPUT, "float32", ("batch", "hidden")),)
+
+    def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stacked pairs ([pairs, 2, seq], the `sts_pairs` training split) run as 2·pairs sentences in one
+        pass and come back as [pairs, 2, dim]; one sentence a row as usual."""
+        lead = tuple(batch[self.input_names[0]].shape[:-1])
+        if len(lead) == 1:
+            return super().forward(model, batch)
+        out = super().forward(model, {n: batch[n].reshape(-1, batch[n].shape[-1]) for n in self.input_names})
+        return {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
 
     def label_loss(self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         raise UserError("text_embedding trains without labels", where="stages",
