@@ -59,7 +59,10 @@ def check(current: Path, baseline: Path, policy: Path | None, strict: bool | Non
     if junit:  # before minutes of re-profiling: a device, FIFO or link there is refused, never replaced
         from edgedistill.io import check_output_file
 
-        check_output_file(junit)
+        try:
+            check_output_file(junit)
+        except UserError as exc:
+            raise UserError(exc.message, where=f"--junit {exc.where}", fix=exc.fix) from None
     try:
         if runs < 20:
             raise UserError("--runs must be at least 20", where="--runs", fix="use 300 (30 interleaved bursts)")
@@ -96,9 +99,10 @@ def _junit_error(junit: Path | None, message: str, kind: str) -> None:
     """An error test case for a check that compared nothing; a JUnit path that cannot be written must not hide
     the original error (it is reported instead)."""
     from edgedistill import gate
+    from edgedistill.errors import UserError
 
     if junit:
         try:
             gate.write_junit_error(message, junit, kind=kind)
-        except (OSError, ValueError) as exc:
-            click.echo(f"note: could not write {junit}: {exc}", err=True)
+        except (OSError, ValueError, UserError) as exc:  # e.g. --junit names a folder: say so, keep the first error
+            click.echo(f"note: could not write --junit {junit}: {exc}", err=True)

@@ -17,6 +17,9 @@ os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
 # sys.path and shadow it, without `edgedistill.cli` (Python 3.11+; a test that needs the current folder on
 # sys.path puts it there itself)
 os.environ["PYTHONSAFEPATH"] = "1"
+# one thread, as `threads: auto` picks on the 2-core CI machine: PyTorch's default (every core, spinning) made runs
+# several times slower on a shared machine, and results are only bit-repeatable at a fixed thread count
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -52,7 +52,10 @@ def plugin(tmp_path, body: str, name: str = "userplugin"):
     d.mkdir(exist_ok=True)
     marker = tmp_path / "imported.marker"
     (d / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + textwrap.dedent(body))
-    return {"PYTHONPATH": f"{d}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}, marker
+    # no empty entry: "" on PYTHONPATH is the current folder, and a checkout's source tree there would shadow the
+    # installed edgedistill
+    paths = [str(d), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {"PYTHONPATH": os.pathsep.join(paths)}, marker
 
 
 BUILDER = """

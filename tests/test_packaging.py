@@ -54,7 +54,7 @@ def test_built_wheel_runs_the_default_recipe_in_its_own_environment(tmp_path):
     venv = _venv_with_current_dependencies(tmp_path)
     python = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--no-index", "--ignore-installed", str(wheel)], check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     where = subprocess.run([str(python), "-c", "import edgedistill.vocab, edgedistill.cli.main as m; print(m.__file__)"],

@@ -215,8 +215,14 @@ def test_same_recipe_and_seed_give_the_same_models(fast_report, tmp_path):
     proc = run_cli("compress", "--recipe", "mobile", "--out", str(tmp_path / "again"), "--json", *set_args(FAST))
     assert proc.returncode in (0, 1), proc.stderr
     again = json.loads(proc.stdout)
-    assert [s["metric_after"] for s in again["stages"]] == [s["metric_after"] for s in fast_report["stages"]]
-    assert again["models"]["deployed"]["metric"] == fast_report["models"]["deployed"]["metric"]
+    # teacher and student follow the seed; so do calibration and both candidate files' metrics. Which of the two
+    # ships (`keep: fastest`) is a latency measurement, which the machine's load may tip when they are close.
+    assert [s["metric_after"] for s in again["stages"][:2]] == [s["metric_after"] for s in fast_report["stages"][:2]]
+    quant = [next(s for s in r["stages"] if s["kind"] == "quantize")["details"] for r in (again, fast_report)]
+    for key in ("float_val_metric", "quantized_val_metric", "calibration"):
+        assert quant[0][key] == quant[1][key], key
+    if quant[0]["keep"]["shipped"] == quant[1]["keep"]["shipped"]:
+        assert again["models"]["deployed"]["metric"] == fast_report["models"]["deployed"]["metric"]
     histories = [[h["train_loss"] for h in r["stages"][0]["details"]["history"]] for r in (again, fast_report)]
     assert histories[0] == histories[1]
 
