@@ -54,17 +54,17 @@ def resolve(cli: int | None = None, recipe: int | str | None = None) -> Threads:
 def apply(threads: Threads, import_torch: bool = True) -> Threads:
     """Use `threads` for PyTorch in this process and for ONNX Runtime sessions this process opens.
 
-    `import_torch=False` (every command, at start) sets OMP_NUM_THREADS instead when torch is not loaded
-    yet, so a light command does not pay for importing it and a heavy one still gets the count."""
+    OMP_NUM_THREADS is set too, for a torch imported later and for child processes (loader workers, torchrun
+    ranks); `import_torch=False` (every command, at start) leaves torch unimported when it is not loaded yet,
+    so a light command does not pay for importing it."""
     global _chosen
     import sys
 
+    os.environ["OMP_NUM_THREADS"] = str(threads.count)  # torch imported later, and child processes
     if import_torch or "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(threads.count)
-    else:
-        os.environ["OMP_NUM_THREADS"] = str(threads.count)
     _chosen = threads
     return threads
 
