@@ -84,13 +84,14 @@ def main() -> None:
     args = ap.parse_args()
     configs = [(1, False), (2, False), (1, True), (2, True)]
     rows: dict[str, dict[tuple[int, bool], list[float]]] = {"mobile": {}, "text": {}}
-    exe = Path(sys.executable).with_name("edgedistill")
+    from toolchain import edgedistill_command
+
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             order = configs[r % len(configs):] + configs[: r % len(configs)]
             for threads, busy in order:
                 if not args.skip_mobile:
-                    cmd = [str(exe), "compress", "--recipe", "mobile", "--out", f"{tmp}/m", "--overwrite", "--json"]
+                    cmd = [*edgedistill_command(), "compress", "--recipe", "mobile", "--out", f"{tmp}/m", "--overwrite", "--json"]
                     wall, out = _timed(cmd, threads, busy, ROOT)
                     rows["mobile"].setdefault((threads, busy), []).append(wall)
                     acc = json.loads(out)["models"]["deployed"]["metric"]

@@ -41,11 +41,15 @@ def set_args(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
+def cli_command() -> list[str]:
+    """The installed console script next to this interpreter (`python -m` where there is none)."""
+    exe = Path(sys.executable).with_name("edgedistill")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "edgedistill.cli.main"]
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script for real (exit codes, stdout/stderr separation)."""
-    exe = Path(sys.executable).with_name("edgedistill")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edgedistill.cli.main"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([*cli_command(), *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=900)
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from edgedistill.cli.main import cli
 from edgedistill.errors import UserError
 from edgedistill.rundir import LOCK, claim
 
-from .conftest import ROOT
+from .conftest import ROOT, cli_command
 from .test_hostile_input import RECIPE, snapshot, write
 
 # ---------------------------------------------------------------- 1. a folder never runs its own code
@@ -59,9 +58,7 @@ def test_a_model_folder_asking_for_its_own_code_is_exit_2_whatever_stdin_says(tm
     folder, marker = code_folder(tmp_path, "config.json", EVIL_CONFIG)
     recipe = write(tmp_path / "r.yaml", RECIPE.replace("{name: cnn, channels: [8]}", f"{{name: hf, path: {folder}}}"))
     # transformers asks "Do you wish to run the custom code? [y/N]": answering y must change nothing
-    exe = Path(sys.executable).with_name("edgedistill")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edgedistill.cli.main"]
-    proc = subprocess.run([*cmd, "validate", str(recipe)], input="y\n" * 20, capture_output=True, text=True,
+    proc = subprocess.run([*cli_command(), "validate", str(recipe)], input="y\n" * 20, capture_output=True, text=True,
                           timeout=300)
     assert not marker.exists(), "the folder's own Python ran"
     assert proc.returncode == 2, proc.stderr
