@@ -32,12 +32,10 @@ def environment() -> dict[str, Any]:
 
     from .. import __version__
     from ..target import cpu_flags, cpu_name
-    from ..threads import current, usable_cpus
 
     return {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "edgedistill": __version__, "platform": sys.platform, "machine": platform.machine(),
-            "cpu": cpu_name(), "cpu_flags": cpu_flags(), "usable_cpus": usable_cpus(),
-            "threads": current() or torch.get_num_threads()}
+            "cpu": cpu_name(), "cpu_flags": cpu_flags()}
 
 
 def _params(model: torch.nn.Module) -> int:
