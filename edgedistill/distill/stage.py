@@ -8,11 +8,12 @@ this stage. `strategy` decides which students are trained and by whom (see strat
 
 from __future__ import annotations
 
+import difflib
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
 from ..config import Strict, TrainConfig
 from ..models import build_model
@@ -39,10 +40,12 @@ BIASED_UNDER_SAMPLING = ("js", "skew_kl", "skew_rkl")
 class LossTerm(Strict):
     """One weighted term of the loss. Feature terms name their layers, or ask for `evenly` spaced ones."""
 
-    name: Literal["kl", "rkl", "js", "skew_kl", "skew_rkl", "ce", "mse", "cosine", "attention", "rkd_distance",
-                  "rkd_angle", "embedding_mse", "embedding_cosine", "embedding_relation", "hidden_mse", "attention_kl",
-                  "value_relation_kl", "minilmv2_relations", "logits_kl", "cosent", "cosine_regression"] = Field(
-        description="logit: kl rkl js skew_kl skew_rkl ce; feature: mse cosine attention rkd_distance rkd_angle; "
+    # extra keys are the term's own settings, validated by its registered class (terms/), e.g. taid's t_start
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str = Field(
+        description="a registered term (docs/distillation.md lists them all). logit: kl rkl js skew_kl skew_rkl ce "
+                    "taid ofa uskd; feature: mse cosine attention rkd_distance rkd_angle crd; "
                     "output (text_embedding, the default there): embedding_mse embedding_cosine embedding_relation; "
                     "transformer (Hugging Face text models): hidden_mse attention_kl value_relation_kl "
                     "minilmv2_relations, and logits_kl (text_classification); labelled pairs (a stage with "
@@ -60,6 +63,18 @@ class LossTerm(Strict):
     scale: float | None = Field(None, gt=0, le=1000, description="cosent: the scale λ of the cosine differences (default 20)")
     score_range: list[float] | None = Field(
         None, min_length=2, max_length=2, description="cosine_regression: [lo, hi] of the gold scores, mapped onto cosines 0..1 (default [0, 5], STS)")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from .terms import term_names
+
+        names = term_names()
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            raise ValueError(f'unknown loss term "{value}"{hint}; registered terms: {", ".join(names)}')
+        return value
 
     def param(self, name: str) -> Any:
         """A term setting with its default (`scale` 20, `score_range` [0, 5])."""
@@ -105,7 +120,13 @@ class DistillConfig(Strict):
                 return (("alpha",), "alpha only applies when `losses` is not given",
                         "remove alpha (or --set stages.N.alpha=null) and set the weights of the kl and ce terms")
         sparse = self.cache.enabled and self.cache.mode != "dense"
+        from .terms import TERMS
+
         for i, term in enumerate(self.loss_terms()):
+            cls = TERMS[term.name]
+            problem = cls.check_settings(term) or cls.check(term, self)
+            if problem:
+                return (("losses", i, *problem[0]), problem[1], problem[2])
             has_layers = term.student_layers is not None or term.teacher_layers is not None
             if term.relation_heads is not None and term.name != "minilmv2_relations":
                 return (("losses", i, "relation_heads"), "relation_heads only applies to minilmv2_relations",
@@ -147,6 +168,9 @@ class DistillConfig(Strict):
                 return (("cache", "mode"), f'"{term.name}" is biased under sampled teacher targets: its gradient is not '
                         "linear in the teacher probabilities, so their unbiased estimate gives a biased gradient",
                         "use cache.mode: dense or topk, or the kl/ce losses (unbiased under sampling)")
+            if cls.dense_teacher and sparse:
+                return (("cache", "mode"), f'"{term.name}" needs the teacher\'s full distribution, not {self.cache.mode}',
+                        "use cache.mode: dense")
         if self.cache.enabled and self.cache.mode == "sampled" and self.temperature_schedule.kind != "constant":
             return (("temperature_schedule", "kind"), "sampled teacher targets are drawn at one fixed temperature",
                     "use temperature_schedule.kind: constant, or cache.mode: dense/topk")
