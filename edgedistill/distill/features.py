@@ -31,10 +31,14 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+INPUT_SUFFIX = ":input"  # "fc:input" records what enters a module (a classifier's input), not what leaves it
+
+
 def check_layers(model: nn.Module, names: list[str], where: str) -> None:
     """A wrong layer name fails with the closest real names (and the first few, when nothing is close)."""
     real = layer_names(model)
     for name in names:
+        name = name.removesuffix(INPUT_SUFFIX)
         if name not in real:
             close = difflib.get_close_matches(name, real, n=5, cutoff=0.3) or real[:8]
             raise UserError(f'no layer named "{name}"; closest real names: {", ".join(close)}', where=where,
@@ -74,16 +78,21 @@ def evenly_spaced(model: nn.Module, count: int, probe: Callable[[nn.Module], obj
 
 class Recorder:
     """Forward hooks that keep the latest output of each named module (cloned, so later in-place ops cannot
-    change it)."""
+    change it). A name ending in ":input" keeps the module's first input instead, under that name: the
+    features entering a classifier have no module of their own in most models."""
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
-        self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in dict.fromkeys(names)]
+        self._handles = [modules[n.removesuffix(INPUT_SUFFIX)].register_forward_hook(self._hook(n))
+                         for n in dict.fromkeys(names)]
 
     def _hook(self, name: str) -> Callable:
+        wants_input = name.endswith(INPUT_SUFFIX)
+
         def hook(module, inputs, output):
-            out = output[0] if isinstance(output, tuple | list) else output
+            got = inputs if wants_input else output
+            out = got[0] if isinstance(got, tuple | list) else got
             self.outputs[name] = out.clone()
 
         return hook

@@ -35,12 +35,14 @@ def build_terms(cfg: Any, setup: TermSetup, task: Any, index: int) -> list[Term]
     return sorted(terms, key=lambda t: t.order)  # stable: the recipe's order within a family
 
 
-def _dry_pass(student: nn.Module, teacher: nn.Module, probe: Any) -> None:
+def _dry_pass(student: nn.Module, teacher: nn.Module | None, probe: Any) -> None:
+    """One forward pass that fills the recorders; the teacher runs only when something is recorded inside it."""
     was_training = student.training
     student.eval()
     with torch.no_grad():
         probe(student)
-        probe(teacher)
+        if teacher is not None:
+            probe(teacher)
     student.train(was_training)
 
 
@@ -87,7 +89,7 @@ def train_student(
     s_rec = Recorder(student, s_names) if s_names else None
     t_rec = Recorder(teachers[0], t_names) if t_names else None
     if s_names or t_names:
-        _dry_pass(student, teachers[0], probe)
+        _dry_pass(student, teachers[0] if t_names else None, probe)
         for term in terms:
             term.build(s_rec.outputs if s_rec else {}, t_rec.outputs if t_rec else {})
     helpers = nn.ModuleList([m for t in terms if (m := t.modules()) is not None])
