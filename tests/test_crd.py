@@ -132,6 +132,7 @@ def test_recorder_input_suffix_records_what_a_module_receives():
     ("nce_t: -1", "losses.1.nce_t", "greater than 0"),
     ("nce_mom: 1", "losses.1.nce_mom", "less than 1"),
     ("feat_dims: 64", "losses.1.feat_dims", 'did you mean "feat_dim"'),
+    ("evenly: 2", "losses.1.evenly", "student_layer / teacher_layer"),
 ])
 def test_bad_settings_fail_validation_at_their_file_line(tmp_path, setting, where, text):
     src = (RECIPES / "mobile.yaml").read_text()
@@ -244,3 +245,34 @@ def test_text_embedding_contrasts_the_pooled_embeddings_from_the_cache(tmp_path,
     assert step["connector_params"] == (16 * 8 + 8) + (32 * 8 + 8) and step["connector_update_norm"] > 0
     assert step["cache"]["use"] == "once"  # the outputs come from the cache: the teacher does not run per step
     assert all(math.isfinite(h["train_loss"]) for h in out.lineage[-1].details["history"])
+
+
+def test_scores_stay_float32_under_float16_autocast():
+    """exp(v·m/T) reaches e^(1/0.07) ≈ 1.6e6, past float16's range: the loss must not become inf under AMP."""
+    torch.manual_seed(0)
+    heads = CRDHeads(6, 10, feat_dim=16, n_data=100, nce_k=50, nce_t=0.07, momentum=0.5)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss, v_s, _ = heads(torch.randn(8, 6), torch.randn(8, 10), torch.arange(8))
+    assert loss.dtype == v_s.dtype == torch.float32 and math.isfinite(loss.item())
+
+
+def test_a_row_index_outside_the_memory_is_refused():
+    from edgedistill.distill.stage import LossTerm
+    from edgedistill.distill.terms import Batch, TermSetup
+    from edgedistill.distill.terms.crd import CRDTerm
+
+    torch.manual_seed(0)
+    model = build_model({"name": "cnn", "channels": [4]}, (1, 8, 8), 10)
+    setup = TermSetup(student=model, teacher=model, task=None, probe=None, num_classes=10, n_train=20, cfg=None,
+                      where="stages.0.losses.0")
+    term = CRDTerm(LossTerm(name="crd", feat_dim=4), setup)
+    assert term.record() == (["1.2:input"], ["1.2:input"]) and term.nce_k == 19
+    feats = {"1.2:input": torch.randn(3, 4)}
+    term.build(feats, feats)
+    batch = Batch(x={}, y=torch.zeros(3), idx=torch.tensor([0, 7, 19]), student=torch.zeros(3, 10),
+                  student_kd=torch.zeros(3, 10), temperature=1.0, s_features=feats, t_features=feats)
+    assert math.isfinite(term.loss(batch).item())
+    batch.idx = torch.tensor([0, 7, 20])
+    with pytest.raises(UserError, match="row index 20") as err:
+        term.loss(batch)
+    assert err.value.where == "stages.0.losses.0"

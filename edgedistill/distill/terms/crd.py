@@ -56,6 +56,14 @@ class CRDTerm(Term):
     Settings = CRDSettings
     summary = "contrastive representation distillation: NCE against memory banks of both networks"
 
+    @classmethod
+    def check(cls, spec: Any, cfg: Any) -> tuple[tuple, str, str] | None:
+        for field in ("student_layers", "teacher_layers", "evenly"):
+            if getattr(spec, field) is not None:
+                return ((field,), f"crd contrasts one layer of each network and takes no {field}",
+                        "name them with student_layer / teacher_layer (default: the input of each last nn.Linear)")
+        return None
+
     def __init__(self, spec: Any, setup: TermSetup) -> None:
         super().__init__(spec, setup)
         from ...errors import UserError
