@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgedistill.distill.contrast import ContrastMemory, CRDHeads, nce_loss, sample_negatives
+from edgedistill.distill.contrast import ContrastMemory, CRDHeads, memory_dots, nce_loss, sample_negatives
 from edgedistill.distill.features import Recorder, check_layers
 from edgedistill.distill.kd import train_student
 from edgedistill.errors import UserError
@@ -229,19 +229,20 @@ def test_the_command_line_exits_2_naming_file_and_line(tmp_path):
 
 
 def test_text_embedding_contrasts_the_pooled_embeddings_from_the_cache(tmp_path, tiny_tokenizer):
-    """No class logits: the student's and the (cached) teacher's sentence embeddings are contrasted, 16 vs 32 wide."""
+    """No class logits: the student's and the (cached) teacher's sentence embeddings are contrasted, 16 vs 32 wide
+    (k = 8 of ~90 rows: the gathered-rows path of memory_dots; the digits runs take the whole-bank one)."""
     pytest.importorskip("transformers")
     from edgedistill.distill.stage import run_distill
     from tests.test_distill_transformer import stage_inputs as text_stage_inputs
 
     stages = ("  - kind: distill\n    student: {name: hf, config: {model_type: bert, hidden_size: 16, "
               "num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64}}\n"
-              "    train: {epochs: 2, lr: 0.003}\n    losses: [{name: crd, feat_dim: 8, nce_k: 32}]\n")
+              "    train: {epochs: 2, lr: 0.003}\n    losses: [{name: crd, feat_dim: 8, nce_k: 8}]\n")
     state, cfg, ctx = text_stage_inputs(tmp_path, tiny_tokenizer, stages, tmp_path / "run")
     out = run_distill(state, cfg, ctx)
     step = out.lineage[-1].details["steps"][0]
     crd = next(r for r in step["terms"] if r["loss"] == "crd")
-    assert crd["contrasted"] == "outputs" and crd["nce_k"] == 32 and "note" not in crd
+    assert crd["contrasted"] == "outputs" and crd["nce_k"] == 8 and "note" not in crd
     assert step["connector_params"] == (16 * 8 + 8) + (32 * 8 + 8) and step["connector_update_norm"] > 0
     assert step["cache"]["use"] == "once"  # the outputs come from the cache: the teacher does not run per step
     assert all(math.isfinite(h["train_loss"]) for h in out.lineage[-1].details["history"])
@@ -276,3 +277,19 @@ def test_a_row_index_outside_the_memory_is_refused():
     with pytest.raises(UserError, match="row index 20") as err:
         term.loss(batch)
     assert err.value.where == "stages.0.losses.0"
+
+
+def test_the_whole_bank_matmul_gives_the_gathered_scores_and_gradients():
+    """memory_dots picks one of two computations by size; both are v_b · M[rows[b, j]], with the same gradient."""
+    torch.manual_seed(0)
+    memory = torch.randn(30, 8)
+    rows = sample_negatives(torch.tensor([0, 4, 29]), 30, 5)
+    grads = []
+    for full in (True, False):
+        v = torch.randn(3, 8, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        out = memory_dots(memory, v, rows, full=full)
+        expect = torch.stack([torch.stack([v[b] @ memory[j] for j in rows[b]]) for b in range(3)])
+        assert torch.allclose(out, expect, atol=1e-5)
+        out.pow(2).sum().backward()
+        grads.append(v.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
