@@ -66,7 +66,7 @@ def memory_dots(memory: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, full:
 
     Gathering B·(k + 1) memory rows copies B·(k + 1)·feat_dim floats; when that is most of the bank anyway
     (a small training split, k capped near n), one matmul against the whole bank and a pick of the scores is
-    the same numbers ~10-30× faster on a CPU (measured in docs/distillation.md). `full` forces one way (tests)."""
+    the same numbers, ~10× faster on digits (measured in docs/distillation.md). `full` forces one way (tests)."""
     b, k1 = rows.shape
     if full if full is not None else memory.shape[0] <= 4 * k1:
         # a copy: the memory is updated in place before backward, which needs the bank as it was
