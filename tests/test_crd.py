@@ -293,3 +293,31 @@ def test_the_whole_bank_matmul_gives_the_gathered_scores_and_gradients():
         out.pow(2).sum().backward()
         grads.append(v.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_streamed_shuffled_batches_carry_their_row_index_and_crd_trains_on_them(tmp_path):
+    """The memory slot is the batch's `idx`: with a streamed image folder read by a worker in a shuffled order,
+    each row's decoded input is the split's row `idx`, and a crd run on that data trains."""
+    from edgedistill.data import DataConfig, load_dataset
+    from edgedistill.data.loader import Batch as Planned
+    from edgedistill.data.loader import batches
+    from tests.test_streaming import write_images
+
+    write_images(tmp_path / "imgs", per_class=8, size=10)
+    train = load_dataset(DataConfig(name="image_folder", path=str(tmp_path / "imgs"), image_size=10, workers=1)).train
+    assert train.streamed
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).numpy()
+    plan = [Planned(order[i:i + 5], 0, i // 5) for i in range(0, len(order), 5)]
+    got = list(batches(train, plan, workers=1))
+    assert np.array_equal(torch.cat([g["idx"] for g in got]).numpy(), order)
+    for g in got:
+        assert np.array_equal(g["inputs"]["input"].numpy(), train.x[g["idx"].numpy()])
+
+    state, cfg, ctx = stage_inputs(tmp_path / "run", [
+        f"data={{name: image_folder, path: {tmp_path / 'imgs'}, image_size: 10, workers: 1, val_fraction: 0.25}}",
+        "stages.0.losses=[{name: crd, feat_dim: 8}, {name: ce}]", "stages.0.cache.enabled=false"])
+    assert ctx.data.train.streamed
+    torch.manual_seed(0)
+    info = train_student("s", state.model, [state.teacher], [1.0], cfg, ctx, seed=0, checkpoint=None)
+    crd = next(r for r in info["terms"] if r["loss"] == "crd")
+    assert crd["nce_k"] == info["train_rows"] - 1 and info["connector_update_norm"] > 0
