@@ -1,7 +1,8 @@
 """Feature distillation, kept in MMRazor's four parts.
 
 - *recorders* capture named modules' outputs with forward hooks, without touching model code
-  (as torchdistill does);
+  (as torchdistill does); `name:input` records a module's input instead (e.g. the penultimate features a
+  classifier's last `nn.Linear` reads);
 - *connectors* map a student feature to the teacher's shape (1×1 conv or linear, plus resizing) when the
   shapes differ; they are trained with the student through `fit(extra_params=...)` but never attached to
   it, so they are absent from the exported file;
@@ -31,14 +32,18 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-INPUT_SUFFIX = ":input"  # "fc:input" records what enters a module (a classifier's input), not what leaves it
+INPUT_SUFFIX = ":input"  # "fc:input": record what module "fc" receives, not what it returns
+
+
+def module_name(name: str) -> str:
+    """The module a recorded name refers to ("fc:input" → "fc")."""
+    return name.removesuffix(INPUT_SUFFIX)
 
 
 def check_layers(model: nn.Module, names: list[str], where: str) -> None:
     """A wrong layer name fails with the closest real names (and the first few, when nothing is close)."""
     real = layer_names(model)
-    for name in names:
-        name = name.removesuffix(INPUT_SUFFIX)
+    for name in map(module_name, names):
         if name not in real:
             close = difflib.get_close_matches(name, real, n=5, cutoff=0.3) or real[:8]
             raise UserError(f'no layer named "{name}"; closest real names: {", ".join(close)}', where=where,
@@ -78,21 +83,19 @@ def evenly_spaced(model: nn.Module, count: int, probe: Callable[[nn.Module], obj
 
 class Recorder:
     """Forward hooks that keep the latest output of each named module (cloned, so later in-place ops cannot
-    change it). A name ending in ":input" keeps the module's first input instead, under that name: the
-    features entering a classifier have no module of their own in most models."""
+    change it); a name ending in `:input` keeps the module's (first) input instead, under that name."""
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
-        self._handles = [modules[n.removesuffix(INPUT_SUFFIX)].register_forward_hook(self._hook(n))
-                         for n in dict.fromkeys(names)]
+        self._handles = [modules[module_name(n)].register_forward_hook(self._hook(n)) for n in dict.fromkeys(names)]
 
     def _hook(self, name: str) -> Callable:
-        wants_input = name.endswith(INPUT_SUFFIX)
+        want_input = name.endswith(INPUT_SUFFIX)
 
         def hook(module, inputs, output):
-            got = inputs if wants_input else output
-            out = got[0] if isinstance(got, tuple | list) else got
+            value = inputs if want_input else output
+            out = value[0] if isinstance(value, tuple | list) else value
             self.outputs[name] = out.clone()
 
         return hook
