@@ -253,3 +253,15 @@ def test_a_misspelt_student_layer_names_the_closest_ones():
     with pytest.raises(UserError, match=r"blocks\.1") as err:
         _term_setup(student, {"student_layers": ["block.1"]})
     assert err.value.where == "stages.0.losses.0.student_layers"
+
+
+def test_text_tasks_are_refused_naming_the_term():
+    from edgedistill.tasks.text_classification import TextClassification
+
+    torch.manual_seed(0)
+    student = build_model({"name": "mixer", "patch": 2, "dim": 16, "depth": 1}, (1, 8, 8), 3)
+    setup = TermSetup(student=student, teacher=student, task=TextClassification(None, None, num_classes=3),
+                      probe=lambda m: None, num_classes=3, n_train=6, cfg=None, where="stages.0.losses.1")
+    with pytest.raises(UserError, match="built for images") as err:
+        TERMS["ofa"](LossTerm(name="ofa"), setup)
+    assert err.value.where == "stages.0.losses.1.name"

@@ -69,6 +69,12 @@ class OFATerm(Term):
         if not setup.num_classes or getattr(setup.task, "default_distill_loss", None):
             raise UserError("ofa trains class-logit branches; this task has no class logits",
                             where=f"{setup.where}.name", fix="use ofa on classification tasks")
+        from ...tasks.text_base import TextTask
+
+        if isinstance(setup.task, TextTask):  # a token branch mixes a fixed number of tokens; text lengths vary
+            raise UserError("ofa's branches are built for images (a fixed number of tokens per sample); text "
+                            "batches vary in length", where=f"{setup.where}.name",
+                            fix="for text students use logits_kl, hidden_mse or minilmv2_relations")
         self.num_classes = int(setup.num_classes)
         self.layers = choose_stages(setup.student, spec.student_layers, spec.evenly or DEFAULT_STAGES,
                                     setup.probe, setup.where)
