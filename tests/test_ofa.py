@@ -235,15 +235,19 @@ def test_bad_settings_fail_validation_with_their_path(override, where, text):
     assert text in f"{err.value.message} {err.value.fix}"
 
 
-def test_a_bad_ofa_setting_exits_2_with_file_and_line(tmp_path):
-    text = (load_recipe("mobile").raw_text.replace("alpha: 0.9", "")
-            .replace("temperature: 4.0", "temperature: 4.0\n    losses: [{name: ofa, eps: -1.0}, {name: ce}]"))
-    assert "name: ofa" in text
+@pytest.mark.parametrize(("edit", "marker", "text"), [
+    ("    losses: [{name: ofa, eps: -1.0}, {name: ce}]", "name: ofa", "eps"),
+    ("    losses: [{name: ofa}, {name: ce}]\n    student: {name: vit, patch: 2, dim: 30, heads: 4}", "name: vit",
+     "not divisible by heads"),
+])
+def test_bad_ofa_recipes_exit_2_with_file_and_line(tmp_path, edit, marker, text):
+    recipe = load_recipe("mobile").raw_text.replace("alpha: 0.9", "").replace("student: {name: cnn, channels: [16, 32]}", "")
+    recipe = recipe.replace("temperature: 4.0", "temperature: 4.0\n" + edit)
     path = tmp_path / "r.yaml"
-    path.write_text(text)
+    path.write_text(recipe)
     proc = run_cli("validate", str(path))
-    line = next(i for i, s in enumerate(text.splitlines(), 1) if "name: ofa" in s)
-    assert proc.returncode == 2 and f"{path}:{line}" in proc.stderr and "eps" in proc.stderr
+    line = next(i for i, s in enumerate(recipe.splitlines(), 1) if marker in s)
+    assert proc.returncode == 2 and f"{path}:{line}" in proc.stderr and text in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
