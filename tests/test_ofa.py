@@ -235,7 +235,6 @@ def test_bad_settings_fail_validation_with_their_path(override, where, text):
     assert text in f"{err.value.message} {err.value.fix}"
 
 
-@pytest.mark.slow  # two CLI runs (torch import, the model probe)
 @pytest.mark.parametrize(("edit", "marker", "text"), [
     ("    losses: [{name: ofa, eps: -1.0}, {name: ce}]", "name: ofa", "eps"),
     ("    losses: [{name: ofa}, {name: ce}]\n    student: {name: vit, patch: 2, dim: 30, heads: 4}", "name: vit",
