@@ -14,3 +14,6 @@ Channels = Annotated[list[Annotated[int, Field(ge=1, le=8192)]], Field(min_lengt
 Width = Annotated[int, Field(ge=0, le=65536)]  # 0 switches the layer off
 Depth = Annotated[int, Field(ge=0, le=64)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]
+Patch = Annotated[int, Field(ge=1, le=1024)]  # side of a square image patch, in pixels
+Heads = Annotated[int, Field(ge=1, le=256)]
+Ratio = Annotated[float, Field(gt=0, le=64)]
