@@ -4,6 +4,7 @@ run of the toolchain (or of the tool a user would pick instead), every latency m
     python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
     python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
     python benchmarks/run.py runtimes [--quick] [--reuse-run]      # ONNX Runtime vs ExecuTorch on two students
+    python benchmarks/run.py kd [--quick] [--seeds N] [--methods a,b]  # distillation methods over seeds (kd.py)
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
 and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
@@ -108,20 +109,21 @@ def _bullets(section: Any) -> list[str]:
     return [f"- {k}: {v}" for k, v in section.items()]
 
 
-def write_result(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_result(result: dict[str, Any], out_dir: Path, render: Any = None) -> tuple[Path, Path]:
+    """<workload>[_quick].json and .md; `render` makes the Markdown (default: the latency tables above)."""
     from edgedistill.io import write_json, write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = result["workload"] + ("_quick" if result.get("quick") else "")
     js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
     write_json(js, result)
-    write_text(md, markdown(result))
+    write_text(md, (render or markdown)(result))
     return js, md
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["vision", "text", "runtimes"])
+    ap.add_argument("workload", choices=["vision", "text", "runtimes", "kd"])
     ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
@@ -130,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-run", nargs="?", const=True, default=False, metavar="RUN_DIR",
                     help="re-measure the files of the last finished pipeline run instead of running it again; "
                          "text: or of the finished `edgedistill compress` run folder RUN_DIR")
+    ap.add_argument("--seeds", type=int, default=None, help="kd: seeds per method (default 5; --quick: 2)")
+    ap.add_argument("--methods", default=None, help="kd: comma-separated method names (default: all of kd.METHODS)")
     args = ap.parse_args(argv)
+    if args.workload != "kd" and (args.seeds is not None or args.methods is not None):
+        ap.error("--seeds and --methods apply to the kd workload")
+    if args.seeds is not None and args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedistill" / "bench"
@@ -138,7 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     reuse = Path(args.reuse_run).resolve() if isinstance(args.reuse_run, str) else args.reuse_run
-    if args.workload == "vision":
+    render = None
+    if args.workload == "kd":
+        import kd
+
+        if reuse:
+            ap.error("kd: --reuse-run does not apply (every method and seed is a fresh run)")
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        result = kd.run(args.data_root / "mnist", work, quick=args.quick, seeds=args.seeds, methods=methods)
+        render = kd.markdown
+    elif args.workload == "vision":
         import vision
 
         if isinstance(reuse, Path):
@@ -152,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         import text
 
         result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
-    flags = [*(["--quick"] if args.quick else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
+    flags = [*(["--quick"] if args.quick else []),
+             *([f"--seeds {args.seeds}"] if args.seeds is not None else []),
+             *([f"--methods {args.methods}"] if args.methods else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
     result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
-    js, md = write_result(result, args.out)
+    js, md = write_result(result, args.out, render)
     print(md.read_text())
     print(f"wrote {js} and {md}", file=sys.stderr)
     return 0

@@ -105,3 +105,113 @@ def test_text_quick_writes_every_row_from_real_files(tmp_path):
     md = (out / "text_quick.md").read_text()
     assert all(name in md for name in rows) and "python benchmarks/run.py text --quick" in md
     assert "sequence length 128" in md and "sequence length 32" in md
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kd_sign_flip_test_is_exact_over_all_flips():
+    """Hand cases: n positive differences reach |mean| in 2 of 2^n flips; opposite equal ones in all of them."""
+    kd = _bench_module("kd")
+    assert kd.sign_flip_p([0.01] * 5) == 2 / 32
+    assert kd.sign_flip_p([0.01, 0.02, 0.03, 0.04, 0.05, 0.06]) == 2 / 64
+    assert kd.sign_flip_p([0.01, -0.01]) == 1.0
+    # [3, 1, -1]: with +3 the sums are 3, 5, 1, 3 over the four flips of the others (3 reach |3|); with -3 mirrored
+    assert kd.sign_flip_p([3.0, 1.0, -1.0]) == 6 / 8
+    assert kd.sign_flip_p([]) == 1.0
+
+
+def test_kd_sign_flip_test_matches_scipy_exact_permutation_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    import numpy as np
+
+    kd = _bench_module("kd")
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 7):
+        d = rng.normal(0.01, 0.01, n)
+        ref = scipy_stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided",
+                                           n_resamples=np.inf).pvalue
+        assert kd.sign_flip_p(list(d)) == pytest.approx(ref, abs=1e-12)
+
+
+def test_kd_mcnemar_and_summary_match_references():
+    import statistics
+
+    kd = _bench_module("kd")
+    assert kd.mcnemar_p(0, 6) == pytest.approx(2 * 0.5**6)  # hand: the one-sided tail is 0.5**6
+    assert kd.mcnemar_p(2, 2) == 1.0 and kd.mcnemar_p(0, 0) == 1.0
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for a, b in ((3, 11), (40, 61), (7, 0), (120, 150)):
+        assert kd.mcnemar_p(a, b) == pytest.approx(scipy_stats.binomtest(min(a, b), a + b, 0.5).pvalue, rel=1e-9)
+    values = [0.951, 0.948, 0.957, 0.944, 0.962]
+    s = kd.summarize(values)
+    assert s["mean"] == pytest.approx(statistics.mean(values)) and s["std"] == pytest.approx(statistics.stdev(values))
+    assert (s["min"], s["max"], s["n"]) == (0.944, 0.962, 5)
+
+
+def test_kd_paired_counts_images_per_seed_and_pooled():
+    import numpy as np
+
+    kd = _bench_module("kd")
+    base = np.array([True] * 8 + [False] * 2)
+    correct = {"m": {0: base.copy(), 1: base.copy()}, "r": {0: base.copy(), 1: base.copy()}}
+    correct["m"][0][8:] = True  # seed 0: the method gets 2 more images right
+    correct["r"][1][:3] = False  # seed 1: the reference gets 3 fewer right
+    accs = {k: {s: float(v[s].mean()) for s in (0, 1)} for k, v in correct.items()}
+    p = kd.paired(correct, "m", "r", accs, [0, 1])
+    assert [(r["only_method"], r["only_reference"]) for r in p["mcnemar_per_seed"]] == [(2, 0), (3, 0)]
+    assert p["mcnemar_pooled"] == {"only_method": 5, "only_reference": 0, "p": kd.mcnemar_p(5, 0)}
+    assert p["diffs"] == pytest.approx([0.2, 0.3]) and p["diff_mean"] == pytest.approx(0.25)
+    assert p["sign_flip_p"] == 0.5 and p["significant"] is False  # two seeds can never reach p < 0.05
+
+
+def test_kd_methods_name_registered_terms_or_are_skipped_with_the_reason():
+    from edgedistill.distill.terms import TERMS
+
+    kd = _bench_module("kd")
+    assert kd.unavailable(kd.METHODS["hinton"]) is None and kd.unavailable(kd.METHODS["no_kd"]) is None
+    why = kd.unavailable({"losses": [{"name": "no_such_term", "weight": 1.0}]})
+    assert why == "loss term no_such_term not registered in edgedistill.distill.terms.TERMS"
+    assert "not registered in edgedistill.models" in kd.unavailable({"losses": [{"name": "ce", "weight": 1.0}],
+                                                                     "student": {"name": "no_such_model"}})
+    for name, spec in kd.METHODS.items():  # a method either runs here or says which name is missing
+        missing = [t["name"] for t in spec["losses"] if t["name"] not in TERMS]
+        if missing:
+            assert missing[0] in kd.unavailable(spec), name
+    assert kd.select(["dts"]) == ["hinton", "dts"]  # the reference runs too, first
+    assert kd.select(["ofa"]) == ["hinton_mixer", "ofa"]
+    with pytest.raises(SystemExit, match="unknown method"):
+        kd.select(["hintn"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="MNIST not found in ../shared/data")
+def test_kd_quick_trains_two_methods_per_seed_and_scores_the_exported_files(tmp_path):
+    out, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "kd", "--quick",
+                           "--methods", "no_kd,hinton", "--out", str(out), "--work", str(work),
+                           "--data-root", str(SHARED_DATA)], capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "kd_quick.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["no_kd", "hinton"]
+    for row in rows.values():
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        for run in row["runs"]:
+            onnx.checker.check_model(run["onnx"])  # the file scored is an exported model
+            assert 0.0 <= run["accuracy"] <= 1.0
+        assert row["params"] > 0 and row["min"] <= row["mean"] <= row["max"]
+    # the same student init and images per seed: the runs differ only in the loss, so both see 2,000 images
+    paired = rows["no_kd"]["paired"]
+    assert paired["reference"] == "hinton" and len(paired["mcnemar_per_seed"]) == 2
+    pooled = paired["mcnemar_pooled"]
+    diffs = [a["accuracy"] - b["accuracy"] for a, b in zip(rows["no_kd"]["runs"], rows["hinton"]["runs"], strict=True)]
+    assert (pooled["only_method"] - pooled["only_reference"]) == round(2000 * sum(diffs))
+    assert 0.0 <= result["teacher"]["accuracy"] <= 1.0
+    md = (out / "kd_quick.md").read_text()
+    assert "python benchmarks/run.py kd --quick --methods no_kd,hinton" in md
+    assert "| no_kd |" in md and "| hinton |" in md and "reference" in md
