@@ -4,6 +4,7 @@ run of the toolchain (or of the tool a user would pick instead), every latency m
     python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
     python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
     python benchmarks/run.py runtimes [--quick] [--reuse-run]      # ONNX Runtime vs ExecuTorch on two students
+    python benchmarks/run.py diswot [--quick]     # DisWOT student choice at init vs training six cnn students
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
 and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
@@ -108,20 +109,20 @@ def _bullets(section: Any) -> list[str]:
     return [f"- {k}: {v}" for k, v in section.items()]
 
 
-def write_result(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+def write_result(result: dict[str, Any], out_dir: Path, render: Any = None) -> tuple[Path, Path]:
     from edgedistill.io import write_json, write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = result["workload"] + ("_quick" if result.get("quick") else "")
     js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
     write_json(js, result)
-    write_text(md, markdown(result))
+    write_text(md, (render or markdown)(result))
     return js, md
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["vision", "text", "runtimes"])
+    ap.add_argument("workload", choices=["vision", "text", "runtimes", "diswot"])
     ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(reuse, Path):
             ap.error("vision: --reuse-run takes no folder (it reuses the run in the work folder)")
         result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
+    elif args.workload == "diswot":
+        import diswot
+
+        if reuse:
+            ap.error("diswot: --reuse-run does not apply (every candidate is trained each time)")
+        result = diswot.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs)
     elif args.workload == "runtimes":
         import runtimes
 
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
-    js, md = write_result(result, args.out)
+    js, md = write_result(result, args.out, render=sys.modules["diswot"].markdown if args.workload == "diswot" else None)
     print(md.read_text())
     print(f"wrote {js} and {md}", file=sys.stderr)
     return 0
