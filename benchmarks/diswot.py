@@ -142,7 +142,7 @@ def summarise(rows: list[dict], search: dict, search_s: float, teacher_acc: floa
                     "p50_ms_b1": search["teacher_p50_ms"]},
         "recipe": "benchmarks/recipes/diswot.yaml", "overrides": overrides,
         "budget": search["budget"], "budget_ms": search["budget_ms"], "latency": search["latency"],
-        "cpu": search["latency"].get("target"),
+        "target": search["latency"].get("target"),
         "candidates": rows, "pick": pick, "best_within_budget": best["index"], "gap_points": round(gap, 2),
         "spearman": corr, "search_s": round(search_s, 2), "score_s": search["score_seconds"], "train_all_s": round(train_all, 1),
         "cost_ratio_search": round(cost_search, 5), "cost_ratio_search_plus_pick": round(cost_pick, 4),

@@ -27,7 +27,7 @@ IDENTITY = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 ONES = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
 
 
-def test_semantic_distance_is_icdk_of_row_normalised_class_grams():
+def test_semantic_distance_is_ickd_of_row_normalised_class_grams():
     # teacher Gram I (rows already unit); student Gram [[2,2],[2,2]] -> rows [1/√2, 1/√2]
     # ‖I − G_s‖² = 2·((1 − 1/√2)² + 1/2) = 4 − 2√2, divided by C = 2 -> 2 − √2
     assert semantic_distance(IDENTITY, ONES) == pytest.approx(2 - math.sqrt(2), rel=1e-6)
