@@ -5,6 +5,7 @@ run of the toolchain (or of the tool a user would pick instead), every latency m
     python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
     python benchmarks/run.py runtimes [--quick] [--reuse-run]      # ONNX Runtime vs ExecuTorch on two students
     python benchmarks/run.py kd [--quick] [--seeds N] [--methods a,b]  # distillation methods over seeds (kd.py)
+    python benchmarks/run.py diswot [--quick]     # DisWOT student choice at init vs training six cnn students
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
 and 32 on one thread, ratios to the teacher fp32 measured interleaved in the same profiler call, peak
@@ -123,7 +124,7 @@ def write_result(result: dict[str, Any], out_dir: Path, render: Any = None) -> t
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workload", choices=["vision", "text", "runtimes", "kd"])
+    ap.add_argument("workload", choices=["vision", "text", "runtimes", "kd", "diswot"])
     ap.add_argument("--quick", action="store_true", help="tiny models and few steps: keeps the script working")
     ap.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="where the JSON and Markdown go")
@@ -161,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(reuse, Path):
             ap.error("vision: --reuse-run takes no folder (it reuses the run in the work folder)")
         result = vision.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
+    elif args.workload == "diswot":
+        import diswot
+
+        if reuse:
+            ap.error("diswot: --reuse-run does not apply (every candidate is trained each time)")
+        result = diswot.run(args.data_root / "mnist", work, quick=args.quick, runs=args.runs)
+        render = diswot.markdown
     elif args.workload == "runtimes":
         import runtimes
 

@@ -373,7 +373,7 @@ def _check_semantics(recipe: Recipe, where) -> None:
             raise UserError(message, where=where(("stages", i, *field)), fix=fix)
         for key in ("student", "model"):
             sub = getattr(stage, key, None)
-            if isinstance(sub, dict):
+            if isinstance(sub, dict) and "search" not in sub:  # a student search checks its candidates itself
                 check_model_config(sub, where(("stages", i, key)))
         previous = stage.kind
     for i, target in enumerate(cfg.targets):

@@ -215,3 +215,21 @@ def test_kd_quick_trains_two_methods_per_seed_and_scores_the_exported_files(tmp_
     md = (out / "kd_quick.md").read_text()
     assert "python benchmarks/run.py kd --quick --methods no_kd,hinton" in md
     assert "| no_kd |" in md and "| hinton |" in md and "reference" in md
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="MNIST not found in ../shared/data")
+def test_diswot_quick_scores_trains_and_evaluates_every_candidate(tmp_path):
+    result, out, _ = _run_quick("diswot", tmp_path)
+    rows = result["candidates"]
+    assert len(rows) == 3 and result["pick"] in range(3)
+    for row in rows:
+        onnx.checker.check_model(row["onnx"])  # each candidate was trained and exported
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["p50_ms_b1"] > 0 and row["train_s"] > 0
+        assert row["score"] == pytest.approx(-(row["semantic_distance"] + row["relational_distance"]), abs=1e-5)
+    within = [r for r in rows if r["within_budget"]]
+    assert result["best_within_budget"] == max(within, key=lambda r: r["accuracy"])["index"]
+    assert result["gap_points"] == pytest.approx(100 * (max(r["accuracy"] for r in within)
+                                                        - rows[result["pick"]]["accuracy"]), abs=0.01)
+    assert set(result["spearman"]) >= {"score", "params"}
+    md = (out / "diswot_quick.md").read_text()
+    assert "python benchmarks/run.py diswot --quick" in md and "(pick)" in md

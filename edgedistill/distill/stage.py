@@ -84,7 +84,8 @@ class LossTerm(Strict):
 
 class DistillConfig(Strict):
     student: dict[str, Any] | None = Field(
-        None, description="model spec of a new student; omit to keep training the current model")
+        None, description="model spec of a new student; omit to keep training the current model; "
+                          "{search: {candidates: [...], latency_budget_ms | latency_ratio}} picks one without training (DisWOT, search.py)")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature T (loss scaled by T²); the start of a schedule")
     temperature_schedule: TemperatureSchedule = Field(default_factory=TemperatureSchedule, description="how T changes during training")
     alpha: float | None = Field(None, ge=0, le=1, description="without `losses`: weight of the KD term (default 0.9); 1 − alpha goes to label cross-entropy")
@@ -119,6 +120,15 @@ class DistillConfig(Strict):
             if self.alpha is not None:
                 return (("alpha",), "alpha only applies when `losses` is not given",
                         "remove alpha (or --set stages.N.alpha=null) and set the weights of the kl and ce terms")
+        if isinstance(self.student, dict) and "search" in self.student:
+            from .search import check_search
+
+            problem = check_search(self.student)
+            if problem is None and self.strategy.kind != "kd":
+                problem = (("student", "search"), f"the student search picks one student for strategy kd, not {self.strategy.kind}",
+                           "use strategy kind: kd, or give one student spec")
+            if problem:
+                return problem
         sparse = self.cache.enabled and self.cache.mode != "dense"
         from .terms import TERMS
 
@@ -314,7 +324,10 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
     t0 = time.perf_counter()
     data, recipe = ctx.data, ctx.recipe.config
     strategy = cfg.strategy
-    steps = plan_steps(strategy, cfg.student, state.spec, state.teacher_spec)
+    from .search import resolve_student
+
+    student_spec, search_report = resolve_student(cfg.student, state, ctx)  # DisWOT picks it when `student: {search}`
+    steps = plan_steps(strategy, student_spec, state.spec, state.teacher_spec)
 
     teachers, weights, teacher_info = [state.teacher], [1.0], []
     for k, extra in enumerate(strategy.teachers if strategy.kind == "multi_teacher" else []):
@@ -380,7 +393,8 @@ def run_distill(state: ModelState, cfg: DistillConfig, ctx: RunContext) -> Model
                  "resumed_from_epoch": final["resumed_from_epoch"], "chosen_step": steps[chosen].name,
                  "teachers": teacher_info, "teacher_weights": weights, "world_size": final["world_size"],
                  "cache": final["cache"], "train_rows": final["train_rows"],
-                 "train_data": dict(cfg.data) if cfg.data is not None else "recipe", "steps": [{k: v for k, v in r.items() if k != "history"} for r in reports]},
+                 "train_data": dict(cfg.data) if cfg.data is not None else "recipe", "steps": [{k: v for k, v in r.items() if k != "history"} for r in reports],
+                 **({"student_search": search_report} if search_report else {})},
     )
     return ModelState(student, spec, state.teacher, state.teacher_spec, None, [*state.lineage, record])
 

@@ -27,8 +27,12 @@ def recipe_model_specs(config: Any) -> Iterator[tuple[tuple, dict[str, Any]]]:
     assistants."""
     yield ("teacher", "model"), config.teacher.model
     for i, stage in enumerate(config.stages):
-        if isinstance(getattr(stage, "student", None), dict):
-            yield ("stages", i, "student"), stage.student
+        student = getattr(stage, "student", None)
+        if isinstance(student, dict) and isinstance(student.get("search"), dict):  # each candidate of a search
+            for k, spec in enumerate(student["search"].get("candidates") or []):
+                yield ("stages", i, "student", "search", "candidates", k), spec
+        elif isinstance(student, dict):
+            yield ("stages", i, "student"), student
         strategy = getattr(stage, "strategy", None)
         if strategy is None:
             continue
