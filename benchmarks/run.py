@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-run", nargs="?", const=True, default=False, metavar="RUN_DIR",
                     help="re-measure the files of the last finished pipeline run instead of running it again; "
                          "text: or of the finished `edgedistill compress` run folder RUN_DIR")
-    ap.add_argument("--seeds", type=int, default=None, help="kd: seeds per method (default 5; --quick: 2)")
+    ap.add_argument("--seeds", type=int, default=None, help="kd: seeds per method (default 8; --quick: 2)")
     ap.add_argument("--methods", default=None, help="kd: comma-separated method names (default: all of kd.METHODS)")
     args = ap.parse_args(argv)
     if args.workload != "kd" and (args.seeds is not None or args.methods is not None):
