@@ -104,7 +104,7 @@ class TaidTerm(Term):
         self.progress = step / max(total, 1)  # the official floor uses the global step over all training steps
 
     def loss(self, b: Batch) -> torch.Tensor:
-        kl, cross = taid_losses(b.student_kd, b.teacher_output(), self.t)
+        kl, cross = taid_losses(b.student_kd, b.teacher_output(), self.t)  # both z-scored when the stage standardizes
         self._signal = float(cross.detach())
         return kl
 
