@@ -231,6 +231,13 @@ def run_one(method: str, seed: int, data, data_dir: Path, work: Path, teacher_sp
             epochs: int) -> tuple[Path, dict[str, Any]]:
     """Stage 0 (teacher from its checkpoint), then the recipe's distill and export stages, as the pipeline runs
     them; returns the exported file and the distill stage's record details."""
+    return run_stages(recipe_dict(method, seed, data_dir, teacher_spec, teacher_ckpt, epochs),
+                      work / "runs" / f"{method}-seed{seed}", data)
+
+
+def run_stages(recipe_d: dict[str, Any], run_dir: Path, data) -> tuple[Path, dict[str, Any]]:
+    """Write `recipe_d` to run_dir/recipe.yaml, load it as a user's recipe, then run stage 0 (the teacher) and the
+    recipe's stages on the in-memory `data` as the pipeline runs them (shared by the kd and kd_text workloads)."""
     import torch
     import yaml
 
@@ -241,11 +248,9 @@ def run_one(method: str, seed: int, data, data_dir: Path, work: Path, teacher_sp
     from edgedistill.tasks import build_task
     from edgedistill.teacher import prepare_teacher
 
-    run_dir = work / "runs" / f"{method}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     (run_dir / "stages").mkdir(parents=True)
-    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe_dict(method, seed, data_dir, teacher_spec,
-                                                                   teacher_ckpt, epochs), sort_keys=False))
+    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe_d, sort_keys=False))
     recipe = load_recipe(str(run_dir / "recipe.yaml"))
     cfg = recipe.config
     task = build_task(cfg.task, data)

