@@ -138,13 +138,14 @@ def unavailable(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def select(names: list[str]) -> list[str]:
-    """Methods in run order; a method's reference (Hinton KD on its student) runs too, first."""
-    unknown = [n for n in names if n not in METHODS]
+def select(names: list[str], methods: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Methods in run order (of `methods`, default METHODS); a method's reference runs too, first."""
+    methods = METHODS if methods is None else methods
+    unknown = [n for n in names if n not in methods]
     if unknown:
-        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    wanted = set(names) | {METHODS[n]["reference"] for n in names if "reference" in METHODS[n]}
-    return [n for n in METHODS if n in wanted]
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(methods)}")
+    wanted = set(names) | {methods[n]["reference"] for n in names if "reference" in methods[n]}
+    return [n for n in methods if n in wanted]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -274,20 +275,11 @@ def run_stages(recipe_d: dict[str, Any], run_dir: Path, data) -> tuple[Path, dic
 
 
 def score(path: Path, split, task) -> tuple[float, Any]:
-    """Accuracy of the file in ONNX Runtime (the task's metric) and per-image correctness, from one pass."""
-    import numpy as np
+    """Accuracy of the exported file and per-image correctness, from one pass (vision.score_file)."""
+    from vision import score_file
 
-    from edgedistill.evaluate.metrics import onnx_predictor
-
-    predict, seen = onnx_predictor(path, output_names=task.output_names), []
-
-    def recording(batch):
-        out = predict(batch)
-        seen.append(out[task.output_names[0]])
-        return out
-
-    metric = task.score(recording, split)
-    return float(metric), np.concatenate(seen).argmax(1) == split.y
+    acc, correct = score_file(path, split, task)
+    return float(acc), correct
 
 
 # ------------------------------------------------------------------------------------------------ workload

@@ -52,12 +52,8 @@ UNTRAINED = "untrained"  # the derived student as initialised (teacher layers co
 
 
 def select(names: list[str]) -> list[str]:
-    """Methods in run order, each one's reference included."""
-    unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
-    wanted = set(names) | {METHODS[n]["reference"] for n in names if "reference" in METHODS[n]}
-    return [n for n in METHODS if n in wanted]
+    """Methods in run order, each one's reference included (kd.select over this workload's METHODS)."""
+    return kd.select(names, METHODS)
 
 
 def data_dict(data_dir: Path, *, max_length: int, train_limit: int | None, test_limit: int | None = None) -> dict:

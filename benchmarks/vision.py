@@ -138,7 +138,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
                                                preset=PRESETS["x86_vnni"], per_channel=True)
     files["pipeline"] = copy_onnx(run_dir / "bundle" / "model.onnx", files_dir / "pipeline.onnx")[0]
 
-    scored = {name: _score(path, data.test, task) for name, path in files.items()}
+    scored = {name: score_file(path, data.test, task) for name, path in files.items()}
     metrics = {name: m for name, (m, _) in scored.items()}
     correct = {name: c for name, (_, c) in scored.items()}
     macs = {name: hardware.count_macs(path) for name, path in files.items()}
@@ -171,7 +171,7 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     }
 
 
-def _score(path: Path, split, task) -> tuple[float, Any]:
+def score_file(path: Path, split, task) -> tuple[float, Any]:
     """The toolchain's metric of the file (`task.score`, as `evaluate_onnx` runs it) and, from the same
     outputs, per-image top-1 correctness for the paired comparison: one pass over the held-out images."""
     import numpy as np

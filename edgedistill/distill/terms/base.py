@@ -89,6 +89,12 @@ class Batch:
         return sum(w / total * tg.a for w, tg in zip(self.weights, self.targets, strict=True))
 
 
+def names_layers(spec: Any) -> bool:
+    """Whether a loss term's spec picks layers (student_layers, teacher_layers or evenly): the check every
+    output-only term makes before refusing them."""
+    return spec.student_layers is not None or spec.teacher_layers is not None or bool(spec.evenly)
+
+
 class Term:
     """One weighted term of the loss; subclasses register under one or more recipe names."""
 

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 from pydantic_core.core_schema import ValidationInfo
 
 from ...config import Strict
-from .base import ORDER_LOGIT, TEACHER_OUTPUT, Batch, Term, TermSetup, register_term
+from .base import ORDER_LOGIT, TEACHER_OUTPUT, Batch, Term, TermSetup, names_layers, register_term
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,7 @@ class TaidTerm(Term):
 
     @classmethod
     def check(cls, spec: Any, cfg: Any) -> tuple[tuple, str, str] | None:
-        if spec.student_layers is not None or spec.teacher_layers is not None or spec.evenly:
+        if names_layers(spec):
             return ((), '"taid" compares the model outputs and takes no layers', "remove student_layers/teacher_layers/evenly")
         return None
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from ...config import Strict
-from .base import ORDER_LOGIT, Batch, Term, TermSetup, register_term
+from .base import ORDER_LOGIT, Batch, Term, TermSetup, names_layers, register_term
 
 if TYPE_CHECKING:
     import torch
@@ -103,7 +103,7 @@ class UskdTerm(Term):
 
     @classmethod
     def check(cls, spec: Any, cfg: Any) -> tuple[tuple, str, str] | None:
-        if spec.student_layers is not None or spec.teacher_layers is not None or spec.evenly:
+        if names_layers(spec):
             return ((), '"uskd" runs no teacher and reads one student layer, named by `layer`',
                     "remove student_layers/teacher_layers/evenly; set layer: <module name> (or 'name:input')")
         return None
