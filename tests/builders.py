@@ -6,6 +6,9 @@ object, a dict, something unusable), not what edgedistill would prefer."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -46,3 +49,21 @@ class _Words(nn.Module):
 def returns_text() -> nn.Module:
     """A model whose output is not a tensor, a tuple, a dict or an output object."""
     return _Words()
+
+
+@contextmanager
+def interrupt_at_call(module: nn.Module, at: int | None) -> Iterator[list[int]]:
+    """Count `module`'s forward calls and raise KeyboardInterrupt (what Ctrl-C raises) at call `at` (None:
+    never), so a test can cut a run at a deterministic step; yields the call list."""
+    calls: list[int] = []
+
+    def hook(module, inputs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()

@@ -16,6 +16,7 @@ from edgedistill.distill.kd import train_student
 from edgedistill.errors import UserError
 from edgedistill.models import build_model
 from edgedistill.recipe import load_recipe
+from tests.builders import interrupt_at_call
 from tests.test_distill import distill, stage_inputs
 from tests.test_terms import _train
 
@@ -183,20 +184,10 @@ def test_resume_restores_the_memory_banks_and_z(tmp_path):
         state, cfg, ctx = stage_inputs(run_dir, [f"stages.0.losses={CRD_KL_CE}", "stages.0.train.epochs=3",
                                                  "stages.0.cache.enabled=false"])
         ctx.resume = resume
-        calls = []
-
-        def hook(module, inputs):
-            calls.append(1)
-            if len(calls) == interrupt_at:
-                raise KeyboardInterrupt
-
-        handle = state.teacher.register_forward_pre_hook(hook)
         torch.manual_seed(0)
-        try:
+        with interrupt_at_call(state.teacher, interrupt_at):
             info = train_student("s", state.model, [state.teacher], [1.0], cfg, ctx, seed=0,
                                  checkpoint=run_dir / "state.pt")
-        finally:
-            handle.remove()
         return info, torch.load(run_dir / "state.pt", weights_only=True)
 
     full, saved_full = run(tmp_path / "full")

@@ -18,6 +18,7 @@ from edgedistill.errors import UserError  # noqa: E402
 from edgedistill.recipe import load_recipe  # noqa: E402
 from edgedistill.tasks.text_base import trim_padding  # noqa: E402
 
+from .builders import interrupt_at_call  # noqa: E402
 from .conftest import STSB, run_cli  # noqa: E402
 
 TINY = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -244,18 +245,8 @@ def test_resume_mid_stage_restores_the_projections_exactly(tmp_path, tiny_tokeni
     def run(run_dir, interrupt_at=None, resume=False):
         state, cfg, ctx = stage_inputs(tmp_path, tiny_tokenizer, NARROW, run_dir)
         ctx.resume = resume
-        calls = []
-
-        def hook(module, inputs):
-            calls.append(1)
-            if len(calls) == interrupt_at:
-                raise KeyboardInterrupt
-
-        handle = state.teacher.register_forward_pre_hook(hook)
-        try:
+        with interrupt_at_call(state.teacher, interrupt_at) as calls:
             return run_distill(state, cfg, ctx), calls
-        finally:
-            handle.remove()
 
     full, calls = run(tmp_path / "full")
     assert len(calls) == 1 + 3 * 3  # the dry pass that sizes the projections, then 3 steps × 3 epochs

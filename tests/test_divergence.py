@@ -14,6 +14,7 @@ from edgedistill.models import build_model, load_checkpoint
 from edgedistill.tasks.image_classification import image_task
 from edgedistill.train import fit
 
+from .builders import interrupt_at_call
 from .test_distill import stage_inputs
 
 
@@ -130,18 +131,8 @@ def test_resume_restores_the_dynamic_temperature_schedule(tmp_path):
     def run(run_dir, interrupt_at=None, resume=False):
         state, cfg, ctx = stage_inputs(run_dir, overrides)
         ctx.resume = resume
-        calls = []
-
-        def hook(module, inputs):
-            calls.append(1)
-            if len(calls) == interrupt_at:
-                raise KeyboardInterrupt  # what Ctrl-C raises, at a deterministic step
-
-        handle = state.teacher.register_forward_pre_hook(hook)
-        try:
+        with interrupt_at_call(state.teacher, interrupt_at) as calls:
             out = run_distill(state, cfg, ctx)
-        finally:
-            handle.remove()
         return out, calls
 
     full, calls = run(tmp_path / "full")
