@@ -54,6 +54,18 @@ class TermSetup:
     cfg: Any  # the stage's DistillConfig
     where: str  # "stages.N.losses.i", for errors
 
+    def primary_shape(self, model: nn.Module) -> tuple[int, ...]:
+        """The per-row shape of `model`'s primary output, from one dry pass with the student in eval mode (a
+        term sizing its helpers from the outputs; the student's mode is restored after)."""
+        import torch
+
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            out = self.task.primary(self.probe(model))
+        self.student.train(was_training)
+        return tuple(out.shape[1:])
+
 
 @dataclass
 class Batch:

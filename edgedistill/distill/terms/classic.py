@@ -78,15 +78,10 @@ class OutputTerm(Term):
 
     def __init__(self, spec: Any, setup: TermSetup) -> None:
         super().__init__(spec, setup)
-        import torch
 
         from ...errors import UserError
 
-        was_training = setup.student.training
-        setup.student.eval()
-        with torch.no_grad():
-            widths = [tuple(setup.task.primary(setup.probe(m)).shape[1:]) for m in (setup.student, setup.teacher)]
-        setup.student.train(was_training)
+        widths = [setup.primary_shape(m) for m in (setup.student, setup.teacher)]
         if widths[0] != widths[1]:
             raise UserError(f"{self.name} compares the outputs directly, but the student's is "
                             f"{list(widths[0])} wide and the teacher's {list(widths[1])}",

@@ -9,6 +9,7 @@ serves, so the teacher need not run live there.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -86,23 +87,12 @@ class CRDTerm(Term):
             if cache.enabled and cache.mode != "dense":
                 raise UserError(f"crd contrasts the teacher's full output, not a {cache.mode} cache of it",
                                 where=f"{where.rsplit('.losses', 1)[0]}.cache.mode", fix="use cache.mode: dense")
-            self._build_heads(tuple(self._width(setup, m) for m in (setup.student, setup.teacher)))
+            self._build_heads(tuple(math.prod(setup.primary_shape(m)) for m in (setup.student, setup.teacher)))
             return
         self.s_name = st.student_layer or penultimate(setup.student, f"{where}.student_layer")
         self.t_name = st.teacher_layer or penultimate(setup.teacher, f"{where}.teacher_layer")
         check_layers(setup.student, [self.s_name], f"{where}.student_layer")
         check_layers(setup.teacher, [self.t_name], f"{where}.teacher_layer")
-
-    @staticmethod
-    def _width(setup: TermSetup, model: nn.Module) -> int:
-        import torch
-
-        was_training = setup.student.training
-        setup.student.eval()
-        with torch.no_grad():
-            out = setup.task.primary(setup.probe(model))
-        setup.student.train(was_training)
-        return int(out[0].numel())
 
     def _build_heads(self, dims: tuple[int, int]) -> None:
         from ..contrast import CRDHeads
