@@ -71,7 +71,11 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # and no temporary folder is left behind
 
 
+KEEP_TEXT = ["Photosynthesis regulates chlorophyll.", "quantum entanglement experiments"]  # not STS-B train words
+
+
 def _recipe(tmp_path, tokenizer, quantize: str) -> str:
+    (tmp_path / "words.txt").write_text("\n".join(KEEP_TEXT) + "\n\n")
     (tmp_path / "seq.yaml").write_text("name: seq_cpu\nthreads: 1\nbatch_sizes: [1]\nsequence_lengths: [32]\n")
     text = f"""name: text_student
 task: text_embedding
@@ -83,7 +87,7 @@ stages:
   - kind: distill
     student: {{name: hf_derived, layers: [0, 2], intermediate_size: 32, freeze_word_embeddings: true}}
     train: {{epochs: 1, lr: 0.002}}
-  - kind: vocab
+  - {{kind: vocab, keep_text: {tmp_path / "words.txt"}}}
   - {quantize}
   - kind: export
 targets: [{tmp_path / "seq.yaml"}]
@@ -114,6 +118,10 @@ def test_vocab_stage_int4_table_and_session_options_reach_the_bundle(tmp_path, t
     bundle = out / "bundle"
     tok = load_tokenizer(bundle / "tokenizer")
     assert len(tok) == vocab["vocab_after"]
+    # keep_text: its lines tokenize into the same pieces with the cut tokenizer as with the full one
+    full = load_tokenizer(tiny_tokenizer)
+    assert vocab["keep_text_lines"] == len(KEEP_TEXT)
+    assert all(tok.tokenize(line) == full.tokenize(line) for line in KEEP_TEXT)
     # the kept rows are exactly the teacher's (the table was frozen while distilling, then cut)
     teacher = load_file(str(out / "stages" / "0-teacher" / "model.safetensors"))
     student = load_file(str(out / "stages" / "2-vocab" / "model.safetensors"))
@@ -164,6 +172,14 @@ def test_int4_needs_dynamic_and_vocab_cannot_come_first(tmp_path, tiny_tokenizer
     (tmp_path / "bad.yaml").write_text(text.replace("static, int4: [Gather]", "dynamic"))
     proc = run_cli("validate", str(tmp_path / "bad.yaml"))
     assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_keep_text_file_stops_the_recipe_before_training(tmp_path, tiny_tokenizer):
+    recipe = _recipe(tmp_path, tiny_tokenizer, "{kind: quantize, method: dynamic}")
+    (tmp_path / "words.txt").unlink()
+    proc = run_cli("validate", recipe)
+    assert proc.returncode == 2 and "keep_text" in proc.stderr and "words.txt" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_step_check_skips_only_frozen_parameters():

@@ -4,7 +4,8 @@ that agrees.
 For a small sentence encoder the table is most of the file (all-MiniLM-L6-v2: 11.7M of 22.7M parameters),
 so after distillation the stage keeps only the word pieces the training split uses, the special tokens,
 every single-character piece (so any word of known characters still tokenizes, into characters at worst)
-and optionally the first `keep_first` pieces of the vocabulary. The kept rows are copied unchanged
+and optionally the first `keep_first` pieces of the vocabulary and the pieces of a text file's lines
+(`keep_text`: a general word list keeps common words' tokenization on text the training split never had). The kept rows are copied unchanged
 (`models.hf_derive.prune_vocab`) and the tokenizer is rebuilt over the same list, so ids and rows agree.
 
 The stage writes the new tokenizer into its folder (`tokenizer/`); from then on the pipeline tokenizes the
@@ -34,6 +35,31 @@ class VocabConfig(Strict):
                                                  "(BERT vocabularies list common pieces first)")
     keep_characters: bool = Field(True, description="keep every single-character piece, so every word of known "
                                                     "characters still tokenizes (never [UNK])")
+    keep_text: str | None = Field(None, description="also keep the pieces of this UTF-8 text file's lines (e.g. a "
+                                                    "general word list or corpus sample), so text unlike the "
+                                                    "training split keeps its tokenization")
+
+    def check(self) -> tuple[tuple[str, ...], str, str] | None:
+        """A missing keep_text file is found when the recipe loads, before anything trains."""
+        from pathlib import Path
+
+        if self.keep_text and not Path(self.keep_text).expanduser().is_file():
+            return (("keep_text",), f"file not found: {self.keep_text}",
+                    "check the path (relative paths start from the current directory), or remove keep_text")
+        return None
+
+
+def read_keep_text(path: str, where: str) -> list[str]:
+    """The lines of `keep_text` (blank ones dropped); a missing or undecodable file is the recipe's error."""
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read keep_text {file}: {exc}", where=f"{where}.keep_text",
+                        fix="give a UTF-8 text file (one word or sentence per line), or remove keep_text") from None
+    return [line for line in lines if line.strip()]
 
 
 def used_ids(inputs: dict[str, np.ndarray]) -> set[int]:
@@ -72,7 +98,8 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
                         "from the teacher", where=where, fix="use a student {name: hf_derived, layers: [...]}")
     before = evaluate_torch(state.model, ctx.data.val, ctx.task)
     old_size = len(tokenizer)
-    model, new_tok, kept = prune_vocab(copy.deepcopy(state.model), tokenizer, [], keep_characters=cfg.keep_characters,
+    texts = read_keep_text(cfg.keep_text, where) if cfg.keep_text else []
+    model, new_tok, kept = prune_vocab(copy.deepcopy(state.model), tokenizer, texts, keep_characters=cfg.keep_characters,
                                        keep_first=cfg.keep_first, extra_ids=used_ids(ctx.data.train.inputs))
     with atomic_dir(ctx.stage_dir / TOKENIZER_DIR) as tmp:
         new_tok.save_pretrained(str(tmp))
@@ -80,6 +107,7 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
     after = evaluate_torch(model, data.val, task)
     width = hf_inside(model).get_input_embeddings().embedding_dim
     details: dict[str, Any] = {"vocab_before": old_size, "vocab_after": len(kept), "keep_first": cfg.keep_first,
+                               "keep_text_lines": len(texts),
                                "val_metric_before": before, "val_metric_after": after, "embedding_width": width}
     ctx.log(f"vocab: kept {len(kept)} of {old_size} word pieces; val {before:.4f} -> {after:.4f}")
     record = StageRecord(index=ctx.index, kind="vocab", settings=cfg.model_dump(mode="json"),
