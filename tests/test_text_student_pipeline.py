@@ -143,6 +143,9 @@ def test_vocab_stage_int4_table_and_session_options_reach_the_bundle(tmp_path, t
     assert chosen["measured"] and set(chosen["ratios"]) == set(CANDIDATES)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["session_options"] == chosen["options"]
+    card = (bundle / "MODEL_CARD.md").read_text()  # where the app team reads what the options are worth
+    config = chosen["options"].get("session_config") or {}
+    assert ("Session options" in card) == bool(config) and all(f"`{k}`" in card for k in config)
     for flag, want in (("--bundle-options", chosen["options"]), ("--default-options", {})):  # re-timing a bundle
         proc = run_cli("profile", str(bundle / "model.onnx"), "--runs", "5", "--no-ops", "--json", flag)
         assert proc.returncode == 0 and json.loads(proc.stdout)["session_options"] == want, proc.stderr
@@ -172,6 +175,17 @@ def test_int4_needs_dynamic_and_vocab_cannot_come_first(tmp_path, tiny_tokenizer
     (tmp_path / "bad.yaml").write_text(text.replace("static, int4: [Gather]", "dynamic"))
     proc = run_cli("validate", str(tmp_path / "bad.yaml"))
     assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_card_says_what_the_session_options_are_worth():
+    from edgedistill.report.card import _session_options
+
+    manifest = {"model": {"session_options": {"session_config": {"session.set_denormal_as_zero": "1"}}}}
+    details = {"session_options": {"measured": True, "chosen": "flush_denormals", "target": "x86_vnni",
+                                   "ratios": {"default": 1.0, "flush_denormals": 0.8}}}
+    [line] = _session_options(manifest, {"stages": [{"kind": "quantize", "details": details}]})
+    assert "`session.set_denormal_as_zero` = `1`" in line and "0.80×" in line and "25% slower" in line
+    assert _session_options({"model": {"session_options": {}}}, {"stages": []}) == []
 
 
 def test_missing_keep_text_file_stops_the_recipe_before_training(tmp_path, tiny_tokenizer):

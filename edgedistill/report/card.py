@@ -56,6 +56,26 @@ def _precision(m: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _session_options(m: Mapping[str, Any], report: Mapping[str, Any]) -> list[str]:
+    """The measured speed needs the bundle's ONNX Runtime session options: say what they are worth, where the
+    app team reads (an app that opens the file with ORT's defaults is slower than the latency table)."""
+    options = (m.get("model") or {}).get("session_options") or {}
+    config = options.get("session_config") or {}
+    if not config:
+        return []
+    chosen = next((s["details"]["session_options"] for s in report.get("stages") or []
+                   if isinstance((s.get("details") or {}).get("session_options"), dict)
+                   and s["details"]["session_options"].get("measured")), None)
+    entries = ", ".join(f"`{k}` = `{v}`" for k, v in config.items())
+    line = f"- Session options: {entries} (`model.session_options` in `manifest.json`; `usage/` sets them)."
+    if chosen and chosen.get("chosen") in (chosen.get("ratios") or {}):
+        ratio = chosen["ratios"][chosen["chosen"]]
+        line += (f" On `{chosen.get('target')}` they measured **{ratio:.2f}×** the latency of ONNX Runtime's "
+                 f"defaults: an app that opens `model.onnx` without them is about {1 / ratio - 1:.0%} slower than "
+                 "the latency below.")
+    return [line]
+
+
 def _latency(m: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Latency", ""]
     if m["latency"]:
@@ -105,7 +125,7 @@ def model_card(manifest: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     lines = [f"# Model card: {m['recipe']['name']}", "",
              f"Produced by edgedistill {m['versions']['edgedistill']} from recipe `{m['recipe']['name']}` "
              f"(sha256 `{str(m['recipe']['sha256'])[:16]}…`). Task: **{m['task']}**.", ""]
-    lines += _quality(m, models) + _precision(m) + _latency(m) + _io(m)
+    lines += _quality(m, models) + _precision(m) + _session_options(m, report) + _latency(m) + _io(m)
     stages = report.get("stages") or []
     if stages:
         lines += ["## How it was made", "",
