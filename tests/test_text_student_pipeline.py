@@ -188,6 +188,16 @@ def test_model_card_says_what_the_session_options_are_worth():
     assert _session_options({"model": {"session_options": {}}}, {"stages": []}) == []
 
 
+def test_keep_words_reads_a_general_word_list_and_names_a_bad_language():
+    from edgedistill.vocab.stage import common_words
+
+    words = common_words(50, "en", "stages.1")
+    assert len(words) == 50 and words[0] == "the" and len(set(words)) == 50  # frequency order, no repeats
+    with pytest.raises(UserError, match="no word list for language") as err:
+        common_words(50, "xx-not-a-language", "stages.1")
+    assert err.value.where == "stages.1.keep_words_language"
+
+
 def test_missing_keep_text_file_stops_the_recipe_before_training(tmp_path, tiny_tokenizer):
     recipe = _recipe(tmp_path, tiny_tokenizer, "{kind: quantize, method: dynamic}")
     (tmp_path / "words.txt").unlink()

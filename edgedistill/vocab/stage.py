@@ -5,7 +5,8 @@ For a small sentence encoder the table is most of the file (all-MiniLM-L6-v2: 11
 so after distillation the stage keeps only the word pieces the training split uses, the special tokens,
 every single-character piece (so any word of known characters still tokenizes, into characters at worst)
 and optionally the first `keep_first` pieces of the vocabulary and the pieces of a text file's lines
-(`keep_text`: a general word list keeps common words' tokenization on text the training split never had). The kept rows are copied unchanged
+(`keep_text`), or of a language's N most frequent words (`keep_words`, wordfreq's list): a general sample
+keeps common words' tokenization on text the training split never had. The kept rows are copied unchanged
 (`models.hf_derive.prune_vocab`) and the tokenizer is rebuilt over the same list, so ids and rows agree.
 
 The stage writes the new tokenizer into its folder (`tokenizer/`); from then on the pipeline tokenizes the
@@ -38,6 +39,10 @@ class VocabConfig(Strict):
     keep_text: str | None = Field(None, description="also keep the pieces of this UTF-8 text file's lines (e.g. a "
                                                     "general word list or corpus sample), so text unlike the "
                                                     "training split keeps its tokenization")
+    keep_words: int = Field(0, ge=0, description="also keep the pieces of the N most frequent words of "
+                                                 "`keep_words_language` (wordfreq's general-text list; needs the "
+                                                 "text extra): a general sample, not the training split's")
+    keep_words_language: str = Field("en", min_length=2, description="language of keep_words (a wordfreq code)")
 
     def check(self) -> tuple[tuple[str, ...], str, str] | None:
         """A missing keep_text file is found when the recipe loads, before anything trains."""
@@ -47,6 +52,24 @@ class VocabConfig(Strict):
             return (("keep_text",), f"file not found: {self.keep_text}",
                     "check the path (relative paths start from the current directory), or remove keep_text")
         return None
+
+
+def common_words(n: int, language: str, where: str) -> list[str]:
+    """The n most frequent words of `language` in wordfreq's general-text frequency list (web, subtitles,
+    news, books, ...): text the training split may never contain."""
+    try:
+        import wordfreq
+    except ImportError:
+        raise UserError("keep_words needs the wordfreq package", where=f"{where}.keep_words",
+                        fix='pip install "edgedistill[text]" (or pip install wordfreq), or remove keep_words') from None
+    try:
+        words = wordfreq.top_n_list(language, n)
+    except LookupError:
+        words = []
+    if not words:
+        raise UserError(f"wordfreq has no word list for language {language!r}", where=f"{where}.keep_words_language",
+                        fix="use a language code wordfreq knows (e.g. en, de, fr), or remove keep_words")
+    return words
 
 
 def read_keep_text(path: str, where: str) -> list[str]:
@@ -98,7 +121,9 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
                         "from the teacher", where=where, fix="use a student {name: hf_derived, layers: [...]}")
     before = evaluate_torch(state.model, ctx.data.val, ctx.task)
     old_size = len(tokenizer)
-    texts = read_keep_text(cfg.keep_text, where) if cfg.keep_text else []
+    lines = read_keep_text(cfg.keep_text, where) if cfg.keep_text else []
+    words = common_words(cfg.keep_words, cfg.keep_words_language, where) if cfg.keep_words else []
+    texts = lines + words
     model, new_tok, kept = prune_vocab(copy.deepcopy(state.model), tokenizer, texts, keep_characters=cfg.keep_characters,
                                        keep_first=cfg.keep_first, extra_ids=used_ids(ctx.data.train.inputs))
     with atomic_dir(ctx.stage_dir / TOKENIZER_DIR) as tmp:
@@ -107,7 +132,7 @@ def run_vocab(state: ModelState, cfg: VocabConfig, ctx: RunContext) -> ModelStat
     after = evaluate_torch(model, data.val, task)
     width = hf_inside(model).get_input_embeddings().embedding_dim
     details: dict[str, Any] = {"vocab_before": old_size, "vocab_after": len(kept), "keep_first": cfg.keep_first,
-                               "keep_text_lines": len(texts),
+                               "keep_text_lines": len(lines), "keep_words": len(words),
                                "val_metric_before": before, "val_metric_after": after, "embedding_width": width}
     ctx.log(f"vocab: kept {len(kept)} of {old_size} word pieces; val {before:.4f} -> {after:.4f}")
     record = StageRecord(index=ctx.index, kind="vocab", settings=cfg.model_dump(mode="json"),
