@@ -2,7 +2,7 @@
 run of the toolchain (or of the tool a user would pick instead), every latency measured in one run.
 
     python benchmarks/run.py vision [--quick]     # MNIST (../shared/data/mnist), ResNet teacher
-    python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR]   # STS-B (../shared/data/stsb), all-MiniLM-L6-v2
+    python benchmarks/run.py text [--quick] [--reuse-run RUN_DIR] [--students a,b]  # STS-B, all-MiniLM-L6-v2
     python benchmarks/run.py runtimes [--quick] [--reuse-run]      # ONNX Runtime vs ExecuTorch on two students
     python benchmarks/run.py kd [--quick] [--seeds N] [--methods a,b]  # distillation methods over seeds (kd.py)
     python benchmarks/run.py kd --text [--quick] [--seeds N] [--methods a,b]  # the same on STS-B embeddings (kd_text.py)
@@ -77,8 +77,10 @@ def markdown(result: dict[str, Any]) -> str:
     """The tables a README section shows, from the JSON alone.
 
     `result["tables"]` (optional) lists the tables as {"title", "columns": {suffix: label}}; the default is
-    one table with batch 1 and batch 32. A row that could not be produced carries `error` instead of numbers."""
+    one table with batch 1 and batch 32; `result["extra_metric"]` ({"key", "label"}, optional) adds a second
+    metric column. A row that could not be produced carries `error` instead of numbers."""
     metric = result["metric_name"]
+    extra = result.get("extra_metric")
     tables = result.get("tables") or [{"title": None, "columns": {"b1": "b1", "b32": "b32"}}]
     lines = [f"### {result['workload']}: {result['title']}", "",
              f"`{result['command']}` — {result['when']}, {result['cpu']}, one thread; ratios are to "
@@ -86,18 +88,20 @@ def markdown(result: dict[str, Any]) -> str:
     for table in tables:
         cols = table["columns"]
         lines += ["", *([f"**{table['title']}**", ""] if table.get("title") else []),
-                  f"| row | {metric} | size MB | "
+                  f"| row | {metric} | " + (f"{extra['label']} | " if extra else "") + "size MB | "
                   + " | ".join(f"p50 ms {c} | p90 ms {c} | × teacher {c}" for c in cols.values())
-                  + " | peak RSS MB |", "|---|---|---|" + "---|" * (3 * len(cols)) + "---|"]
+                  + " | peak RSS MB |", "|---|---|---|" + ("---|" if extra else "") + "---|" * (3 * len(cols)) + "---|"]
         first = next(iter(cols))
         for r in result["rows"]:
             if r.get("error"):
-                lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (2 + 3 * len(cols)))
+                lines.append(f"| {r['name']} | failed: {r['error']} |" + " |" * (2 + bool(extra) + 3 * len(cols)))
                 continue
             cells = [f"{r[f'p50_ms_{c}']:.3f} | {r[f'p90_ms_{c}']:.3f} | {r[f'ratio_{c}']:.3f}" for c in cols]
-            lines.append(f"| {r['name']} | {r['metric']:.4f} | {r['size_mb']:.3f} | " + " | ".join(cells)
+            lines.append(f"| {r['name']} | {r['metric']:.4f} | " + (f"{r[extra['key']]:.4f} | " if extra else "")
+                         + f"{r['size_mb']:.3f} | " + " | ".join(cells)
                          + f" | {r.get(f'peak_rss_mb_{first}') or 0:.0f} |")
-    for title, key in (("Targets", "targets"), ("Paired comparison on the held-out images", "paired"),
+    for title, key in (("Targets", "targets"), ("Choice of student (selection half only)", "choice"),
+                       ("Paired comparison on the held-out images", "paired"),
                        ("Hardware limit", "hardware"), ("Cost of the toolchain", "cost"),
                        ("Notes", "notes")):
         if result.get(key):
@@ -136,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                          "text: or of the finished `edgedistill compress` run folder RUN_DIR")
     ap.add_argument("--seeds", type=int, default=None, help="kd: seeds per method (default 8; --quick: 2)")
     ap.add_argument("--methods", default=None, help="kd: comma-separated method names (default: all of kd.METHODS)")
+    ap.add_argument("--students", default=None,
+                    help="text: comma-separated variants trained and measured beside the shipped student "
+                         "(text_students.VARIANTS; default all, --quick none; 'none' for none)")
     ap.add_argument("--text", action="store_true",
                     help="kd: the text workload's general distillation (STS-B, all-MiniLM-L6-v2; kd_text.METHODS) "
                          "instead of MNIST; writes kd_text.json/.md")
@@ -144,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--text applies to the kd workload")
     if args.workload != "kd" and (args.seeds is not None or args.methods is not None):
         ap.error("--seeds and --methods apply to the kd workload")
+    if args.students is not None:
+        import text_students
+
+        unknown = [s for s in args.students.split(",") if s.strip() not in (*text_students.VARIANTS, "none")]
+        if args.workload != "text" or unknown:
+            ap.error(f"--students applies to the text workload and takes {', '.join(text_students.VARIANTS)} "
+                     f"or none (got {args.students!r})")
     if args.seeds is not None and args.seeds < 1:
         ap.error("--seeds must be at least 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -189,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import text
 
-        result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs, reuse_run=reuse)
+        students = None if args.students is None else [s.strip() for s in args.students.split(",")
+                                                       if s.strip() and s.strip() != "none"]
+        result = text.run(args.data_root / "stsb", work, quick=args.quick, runs=args.runs, reuse_run=reuse,
+                          students=students)
     flags = [*(["--text"] if args.text else []), *(["--quick"] if args.quick else []),
              *([f"--seeds {args.seeds}"] if args.seeds is not None else []),
-             *([f"--methods {args.methods}"] if args.methods else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
+             *([f"--methods {args.methods}"] if args.methods else []),
+             *([f"--students {args.students}"] if args.students is not None else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
     result.update(workload=workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())

@@ -70,7 +70,7 @@ def test_paired_line_counts_disagreements_and_gives_the_exact_mcnemar_p():
     assert "p = 1.00" in paired_line({"x": d, "y": d}, "x", "y")  # no disagreement at all
 
 
-TEXT_SETTINGS = ("b1", "b32", "b1_s32", "b32_s32")
+TEXT_SETTINGS = ("b1", "b32", "b1_s16", "b32_s16")
 
 
 def _has_recipe(name: str) -> bool:
@@ -93,7 +93,7 @@ def test_text_quick_writes_every_row_from_real_files(tmp_path):
             assert name == "teacher_optimum" and row["optimum"]["tried"], row
             continue
         onnx.checker.check_model(row["onnx"])  # the path recorded is the file that was measured
-        assert -1.0 <= row["metric"] <= 1.0 and row["size_mb"] > 0
+        assert -1.0 <= row["metric"] <= 1.0 and -1.0 <= row["selection"] <= 1.0 and row["size_mb"] > 0
         for col in TEXT_SETTINGS:
             assert row[f"p50_ms_{col}"] > 0 and row[f"p90_ms_{col}"] >= row[f"p50_ms_{col}"], (name, col)
             assert row[f"ratio_{col}"] > 0 and row[f"peak_rss_mb_{col}"] > 0
@@ -104,7 +104,30 @@ def test_text_quick_writes_every_row_from_real_files(tmp_path):
     assert any("stage" in line for line in result["cost"])
     md = (out / "text_quick.md").read_text()
     assert all(name in md for name in rows) and "python benchmarks/run.py text --quick" in md
-    assert "sequence length 128" in md and "sequence length 32" in md
+    assert "sequence length 128" in md and "sequence length 16" in md and "Spearman, selection half" in md
+    # both halves of dev are scored, disjoint and never the whole file (the report half is the metric)
+    assert result["data"]["selection_pairs"] > 0 and result["data"]["report_pairs"] > 0
+    assert rows["teacher_fp32"]["metric"] != rows["teacher_fp32"]["selection"]
+    assert any("selection" in line for line in result["choice"])
+    assert 0 <= rows["student"]["tokenization_changed"]["report"] <= 1
+
+
+def test_text_variants_are_valid_recipes_with_one_change_each(tmp_path):
+    """Each student variant the text benchmark trains is the built-in recipe with its one change, and loads
+    as a recipe (schema and stage checks), so `run.py text` cannot fail on a variant after the shipped run."""
+    import yaml
+
+    from edgedistill.recipe import load_recipe, read_recipe_text
+
+    students = _bench_module("text_students")
+    shipped = yaml.safe_load(read_recipe_text("minilm_embedder")[0])
+    for name in students.VARIANTS:
+        recipe = students.variant_recipe(name, tmp_path)
+        differ = [i for i, (a, b) in enumerate(zip(recipe["stages"], shipped["stages"], strict=True)) if a != b]
+        assert len(differ) == 1 and recipe["data"] == shipped["data"], name  # one stage changed, no other key
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        assert load_recipe(str(path)).config.name == f"minilm_embedder_{name}"
 
 
 def _bench_module(name: str):
