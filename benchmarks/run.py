@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = [*(["--text"] if args.text else []), *(["--quick"] if args.quick else []),
              *([f"--seeds {args.seeds}"] if args.seeds is not None else []),
              *([f"--methods {args.methods}"] if args.methods else []),
-             *([f"--students {args.students}"] if args.students is not None else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
+             *([f"--students {args.students}"] if args.students is not None else []),
+             *([f"--runs {args.runs}"] if args.runs is not None else []), *(["--reuse-run", *([args.reuse_run] if isinstance(reuse, Path) else [])] if reuse else [])]
     result.update(workload=workload, quick=args.quick, wall_s=round(time.time() - started, 1),
                   command=" ".join(["python benchmarks/run.py", args.workload, *flags]),
                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), python=platform.python_version())
