@@ -96,13 +96,12 @@ def variant_recipe(name: str, work: Path) -> dict[str, Any]:
 
 
 def compress(recipe: str | Path, run_dir: Path, sets: list[str]) -> None:
-    """`edgedistill compress` into `run_dir`; an unfinished folder is resumed (`--resume`), a finished one
-    (bundle written) is reused. Exit 1 (a gate failed) still leaves a complete run and report."""
+    """`edgedistill compress` into `run_dir`. An existing folder is resumed (`--resume`): every stage whose key
+    still matches the recipe is reused and the rest is redone, so a folder made by an older recipe is never
+    reported as this one (evaluation and the short profile always rerun). Exit 1 (a gate failed) still leaves a
+    complete run and report."""
     from toolchain import edgedistill_command
 
-    if (run_dir / "bundle" / "model.onnx").is_file() and (run_dir / "report.json").is_file():
-        print(f"reusing the finished run {run_dir}", file=sys.stderr)
-        return
     resume = ["--resume"] if (run_dir / "stages").is_dir() else []
     cmd = [*edgedistill_command(), "compress", "--recipe", str(recipe), "--out", str(run_dir), *resume,
            *[a for s in sets for a in ("--set", s)]]
