@@ -254,8 +254,8 @@ def run(data_dir: Path, work: Path, *, quick: bool, runs: int | None, reuse_run:
     for name, vdir in variants.items():
         files[name] = copy_onnx(vdir / "bundle" / "model.onnx", files_dir / f"{name}.onnx")[0]
         tokenizers[name] = vdir / "bundle" / "tokenizer"
-        if shipped_session_options(vdir):
-            model_options[name] = shipped_session_options(vdir)
+        if variant_options := shipped_session_options(vdir):
+            model_options[name] = variant_options
 
     halves = {name: spearman(path, teacher_data, inputs) for name, path in files.items() if name.startswith("teacher")}
     halves.update({name: spearman(files[name], sts_data(data_dir, tok, quick), inputs) for name, tok in tokenizers.items()})
