@@ -37,28 +37,28 @@ def _stage(recipe: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(s for s in recipe["stages"] if s["kind"] == kind)
 
 
-Change = Callable[[dict[str, Any], Path], None]  # (recipe, work folder) -> None, in place
+Change = Callable[[dict[str, Any]], None]  # changes the recipe dict in place
 
 
 def _add_loss(name: str, weight: float) -> Change:
-    def change(recipe: dict[str, Any], work: Path) -> None:
+    def change(recipe: dict[str, Any]) -> None:
         _general(recipe)["losses"].append({"name": name, "weight": weight})
     return change
 
 
 def _augment(token_dropout: float) -> Change:
-    def change(recipe: dict[str, Any], work: Path) -> None:
+    def change(recipe: dict[str, Any]) -> None:
         _general(recipe)["augment"] = {"token_dropout": token_dropout}
     return change
 
 
 def _student(**spec: Any) -> Change:
-    def change(recipe: dict[str, Any], work: Path) -> None:
+    def change(recipe: dict[str, Any]) -> None:
         _general(recipe)["student"].update(spec)
     return change
 
 
-def _first_ids(recipe: dict[str, Any], work: Path) -> None:
+def _first_ids(recipe: dict[str, Any]) -> None:
     _stage(recipe, "vocab").update(keep_first=FIRST, keep_words=0)
 
 
@@ -81,15 +81,14 @@ VARIANTS: dict[str, tuple[str, Change]] = {
 }
 
 
-def variant_recipe(name: str, work: Path) -> dict[str, Any]:
-    """The built-in recipe with variant `name`'s change applied (a plain dict, as yaml.safe_load gives it);
-    files a change needs go into `work`."""
+def variant_recipe(name: str) -> dict[str, Any]:
+    """The built-in recipe with variant `name`'s change applied (a plain dict, as yaml.safe_load gives it)."""
     from edgedistill.recipe import read_recipe_text
 
     recipe = yaml.safe_load(read_recipe_text(RECIPE)[0])
     what, change = VARIANTS[name]
     out = copy.deepcopy(recipe)
-    change(out, work)
+    change(out)
     out["name"] = f"{RECIPE}_{name}"
     out["description"] = f"{RECIPE} with one change: {what}"
     return out
@@ -118,7 +117,7 @@ def variant_run(name: str, work: Path, sets: list[str], shipped: Path | None = N
     run_dir = work / "runs" / name
     recipe_file = work / "recipes" / f"{name}.yaml"
     recipe_file.parent.mkdir(parents=True, exist_ok=True)
-    recipe_file.write_text(yaml.safe_dump(variant_recipe(name, work), sort_keys=False))
+    recipe_file.write_text(yaml.safe_dump(variant_recipe(name), sort_keys=False))
     if shipped is not None and (shipped / "stages").is_dir() and not run_dir.exists():
         shutil.copytree(shipped / "stages", run_dir / "stages")
     compress(recipe_file, run_dir, [*sets, *SHORT_PROFILE])
